@@ -1,0 +1,166 @@
+//! Atomic checkpoint directories: everything is written into `OUT.tmp-<random>` beside OUT,
+//! fsynced, then renamed into place. A crash leaves at most a temp directory, never a half
+//! checkpoint at OUT; dropping an uncommitted `StagingDir` removes the temp directory.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub struct StagingDir {
+    tmp: PathBuf,
+    out: PathBuf,
+    force: bool,
+    committed: bool,
+}
+
+/// A suffix unique enough for sibling temp names: pid, time and a process-wide counter.
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let h = blake3::hash(format!("{}-{nanos}-{n}", std::process::id()).as_bytes());
+    h.to_hex()[..12].to_string()
+}
+
+/// Checks an output path before any work is done, so a long run does not fail at the end.
+pub fn check_output_path(out: &Path, force: bool) -> Result<()> {
+    if out.as_os_str().is_empty() {
+        return Err(Error::usage("-o/--output", "empty path"));
+    }
+    match fs::symlink_metadata(out) {
+        Ok(m) if !m.is_dir() => {
+            return Err(Error::usage(
+                "-o/--output",
+                format!("`{}` exists and is not a directory", out.display()),
+            ))
+        }
+        Ok(_) if !force => {
+            return Err(Error::usage(
+                "-o/--output",
+                format!(
+                    "`{}` already exists (use --force to replace it)",
+                    out.display()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let parent = parent_of(out);
+    if !parent.is_dir() {
+        return Err(Error::usage(
+            "-o/--output",
+            format!("parent directory `{}` does not exist", parent.display()),
+        ));
+    }
+    Ok(())
+}
+
+fn parent_of(out: &Path) -> PathBuf {
+    match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn sibling(out: &Path, tag: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".to_string());
+    parent_of(out).join(format!(".{name}.{tag}-{}", unique_suffix()))
+}
+
+impl StagingDir {
+    pub fn create(out: &Path, force: bool) -> Result<Self> {
+        check_output_path(out, force)?;
+        let tmp = sibling(out, "tmp");
+        fs::create_dir(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
+        Ok(StagingDir {
+            tmp,
+            out: out.to_path_buf(),
+            force,
+            committed: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Writes a whole small file into the staging directory and fsyncs it.
+    pub fn write_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.tmp.join(name);
+        let mut f = File::create(&p).map_err(|e| Error::io("create", &p, e))?;
+        f.write_all(bytes).map_err(|e| Error::io("write", &p, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &p, e))
+    }
+
+    /// Renames the staging directory to OUT. With `force`, an existing OUT is moved aside
+    /// first and removed only after the rename succeeded.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        sync_dir(&self.tmp)?;
+        let mut old = None;
+        if fs::symlink_metadata(&self.out).is_ok() {
+            if !self.force {
+                return Err(Error::usage(
+                    "-o/--output",
+                    format!(
+                        "`{}` appeared while writing; not replaced",
+                        self.out.display()
+                    ),
+                ));
+            }
+            let aside = sibling(&self.out, "old");
+            fs::rename(&self.out, &aside).map_err(|e| Error::io("move aside", &self.out, e))?;
+            old = Some(aside);
+        }
+        fs::rename(&self.tmp, &self.out)
+            .map_err(|e| Error::io("rename into place", &self.out, e))?;
+        self.committed = true;
+        sync_dir(&parent_of(&self.out))?;
+        if let Some(aside) = old {
+            fs::remove_dir_all(&aside).map_err(|e| Error::io("remove", &aside, e))?;
+        }
+        Ok(self.out.clone())
+    }
+}
+
+impl Drop for StagingDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // Directory fsync makes the rename durable on Linux; elsewhere opening a directory may fail
+    // and there is nothing more to do.
+    if let Ok(f) = File::open(dir) {
+        let _ = f.sync_all();
+    }
+    Ok(())
+}
+
+/// Writes a single file atomically (temp file beside it, fsync, rename): used to append
+/// evaluations to provenance.json without ever leaving a truncated file.
+pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = sibling(path, "tmp");
+    let res = (|| {
+        let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))
+    })();
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}

@@ -1,0 +1,1 @@
+//! GGUF: the container reader, ggml block dequantisation, and import into a checkpoint.

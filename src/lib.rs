@@ -1,0 +1,11 @@
+//! `intervene`: apply knowledge edits, unlearning and compression to language-model
+//! checkpoints, each step recorded in a content-hashed provenance chain.
+//! The CLI (`src/main.rs`, `src/cli/`) only parses arguments and calls this library.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod error;
+pub mod model;
+pub mod tokenizer;
+
+pub use error::{Error, Result};
