@@ -6,9 +6,11 @@ mod atomic;
 mod dtype;
 pub mod gguf;
 mod id;
+pub mod import;
 pub mod provenance;
 mod safetensors_read;
 mod safetensors_write;
+mod verify;
 mod write;
 
 use std::collections::BTreeMap;
@@ -20,6 +22,7 @@ pub use id::{hash_file, IdHasher};
 pub use provenance::{Evaluation, InputFile, Provenance, Step};
 pub use safetensors_read::{SafetensorsFile, TensorInfo};
 pub use safetensors_write::{SafetensorsWriter, TensorSpec};
+pub use verify::{verify, VerifyReport};
 pub use write::{pretty_json, write_checkpoint, CheckpointFiles};
 
 use crate::backend::Tensor;
@@ -103,6 +106,11 @@ impl Checkpoint {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The safetensors files the weights are read from.
+    pub fn shard_paths(&self) -> impl Iterator<Item = &Path> {
+        self.shards.iter().map(SafetensorsFile::path)
     }
 
     /// Tensor names in order.
