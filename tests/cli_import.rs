@@ -269,3 +269,64 @@ fn the_tiny_gguf_imports_to_the_same_weights_as_the_hf_fixture() {
         assert!(g.join(f).exists(), "{f}");
     }
 }
+
+#[test]
+fn sharded_checkpoints_import_to_the_same_id_and_bad_indexes_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("sharded");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::copy(tiny_hf().join("config.json"), src.join("config.json")).unwrap();
+    let (header, data) = split_safetensors(&std::fs::read(tiny_hf().join("model.safetensors")).unwrap());
+    // Deal the tensors alternately into two shards, re-laying each shard's data contiguously.
+    let mut shards = [(serde_json::Map::new(), Vec::new()), (serde_json::Map::new(), Vec::new())];
+    let mut weight_map = serde_json::Map::new();
+    let mut names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    for (i, name) in names.iter().enumerate() {
+        let e = &header[name.as_str()];
+        let (b, en) = (e["data_offsets"][0].as_u64().unwrap() as usize, e["data_offsets"][1].as_u64().unwrap() as usize);
+        let (h, d) = &mut shards[i % 2];
+        let start = d.len();
+        d.extend_from_slice(&data[b..en]);
+        h.insert((*name).clone(), json!({"dtype": e["dtype"], "shape": e["shape"], "data_offsets": [start, d.len()]}));
+        weight_map.insert((*name).clone(), json!(format!("model-0000{}-of-00002.safetensors", i % 2 + 1)));
+    }
+    for (i, (h, d)) in shards.iter().enumerate() {
+        let bytes = join_safetensors(&Value::Object(h.clone()), d);
+        std::fs::write(src.join(format!("model-0000{}-of-00002.safetensors", i + 1)), bytes).unwrap();
+    }
+    let index = json!({"metadata": {"total_size": data.len()}, "weight_map": weight_map});
+    std::fs::write(src.join("model.safetensors.index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let ra = import(&src, &a);
+    assert_eq!(ra.code, 0, "{ra}");
+    let rb = import(&tiny_hf(), &b);
+    assert_eq!(ra.stdout, rb.stdout, "sharding does not change the id");
+
+    // An index that points a tensor at the wrong shard, or outside the directory.
+    let name = names[0].clone();
+    let mut bad = index.clone();
+    bad["weight_map"][&name] = json!("model-00002-of-00002.safetensors");
+    std::fs::write(src.join("model.safetensors.index.json"), serde_json::to_vec(&bad).unwrap()).unwrap();
+    let out = tmp.path().join("out");
+    assert_refused(&import(&src, &out), &out, "model.safetensors.index.json", &format!("weight_map.{name}"));
+    bad["weight_map"][&name] = json!("../escape.safetensors");
+    std::fs::write(src.join("model.safetensors.index.json"), serde_json::to_vec(&bad).unwrap()).unwrap();
+    assert_refused(&import(&src, &out), &out, "model.safetensors.index.json", "not a plain file name");
+}
+
+#[test]
+fn dtype_conversion_is_recorded_and_kept_on_reimport() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let r = intervene(&["import", path_str(&tiny_hf()), "-o", path_str(&a), "--dtype", "bf16", "-q"]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(import(&a, &b).code, 0);
+    let v: Value = serde_json::from_str(&intervene(&["inspect", path_str(&b), "--json"]).stdout).unwrap();
+    assert!(v["tensors"].as_array().unwrap().iter().all(|t| t["dtype"] == "BF16"));
+    let cfg: Value = serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["torch_dtype"], "bfloat16");
+    let bad = intervene(&["import", path_str(&tiny_hf()), "-o", path_str(&tmp.path().join("c")), "--dtype", "f8"]);
+    assert_eq!(bad.code, 2, "{bad}");
+    assert!(bad.stderr.contains("--dtype"), "{bad}");
+}

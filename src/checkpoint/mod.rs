@@ -55,7 +55,7 @@ impl Checkpoint {
             ));
         }
         let config = LlamaConfig::from_file(&dir.join(CONFIG_FILE))?;
-        let shard_files = shard_files(dir)?;
+        let (shard_files, weight_map) = shard_files(dir)?;
         let mut shards = Vec::new();
         let mut index = BTreeMap::new();
         for (i, path) in shard_files.iter().enumerate() {
@@ -66,6 +66,29 @@ impl Checkpoint {
                 }
             }
             shards.push(f);
+        }
+        // The index must describe the shards truthfully: every listed tensor in its named file.
+        for (name, file) in &weight_map {
+            let listed = dir.join(file);
+            match index.get(name) {
+                Some(&i) if shards[i].path() == listed => {}
+                Some(&i) => {
+                    return Err(Error::format(
+                        "safetensors index",
+                        dir.join(INDEX_FILE),
+                        format!("weight_map.{name}"),
+                        format!("says `{file}`, but the tensor is in `{}`", shards[i].path().display()),
+                    ))
+                }
+                None => {
+                    return Err(Error::format(
+                        "safetensors index",
+                        dir.join(INDEX_FILE),
+                        format!("weight_map.{name}"),
+                        format!("tensor not found in `{file}`"),
+                    ))
+                }
+            }
         }
         let prov_path = dir.join(PROVENANCE_FILE);
         let provenance = if prov_path.exists() {
@@ -196,8 +219,9 @@ impl Checkpoint {
     }
 }
 
-/// The safetensors files of a checkpoint directory: the index's shards, or `model.safetensors`.
-fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
+/// The safetensors files of a checkpoint directory (the index's shards, or `model.safetensors`)
+/// and the index's tensor -> file map (empty without an index).
+fn shard_files(dir: &Path) -> Result<(Vec<PathBuf>, BTreeMap<String, String>)> {
     let index_path = dir.join(INDEX_FILE);
     if !index_path.exists() {
         let single = dir.join(WEIGHTS_FILE);
@@ -210,7 +234,7 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
                 ),
             ));
         }
-        return Ok(vec![single]);
+        return Ok((vec![single], BTreeMap::new()));
     }
     let bytes = std::fs::read(&index_path).map_err(|e| Error::io("read", &index_path, e))?;
     let v: serde_json::Value = serde_json::from_slice(&bytes)
@@ -227,6 +251,7 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
             )
         })?;
     let mut files: Vec<String> = Vec::new();
+    let mut weight_map = BTreeMap::new();
     for (tensor, file) in map {
         let f = file.as_str().ok_or_else(|| {
             Error::format(
@@ -248,7 +273,8 @@ fn shard_files(dir: &Path) -> Result<Vec<PathBuf>> {
         if !files.iter().any(|x| x == f) {
             files.push(f.to_string());
         }
+        weight_map.insert(tensor.clone(), f.to_string());
     }
     files.sort();
-    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+    Ok((files.into_iter().map(|f| dir.join(f)).collect(), weight_map))
 }
