@@ -693,6 +693,27 @@ fn smollm2_sized_random_weights_timing() {
         layer_flops / dt / 1e9,
         rayon::current_num_threads()
     );
+    // The same products through the bare kernel, timed under the same machine load: the
+    // ratio says how much the forward adds on top of its GEMMs.
+    let shapes = [(576, 960), (576, 576), (576, 3072), (1536, 576)];
+    let bufs: Vec<(Vec<f32>, Vec<f32>)> = shapes
+        .iter()
+        .map(|&(k, n)| (random_vec(128 * k, 5, 1.0), random_vec(n * k, 6, 0.05)))
+        .collect();
+    let t0 = Instant::now();
+    for _ in 0..30 {
+        for (&(k, n), (x, w)) in shapes.iter().zip(&bufs) {
+            let mut y = vec![0.0f32; 128 * n];
+            intervene::backend::cpu::matmul::linear(x, w, None, &mut y, 128, k, n, false);
+        }
+    }
+    let gemm_dt = t0.elapsed().as_secs_f64();
+    println!(
+        "bare GEMMs of one prefill: {:.1} ms, {:.1} GFLOP/s; forward / bare = {:.2}",
+        gemm_dt * 1e3,
+        layer_flops / gemm_dt / 1e9,
+        dt / gemm_dt
+    );
     let t0 = Instant::now();
     let gen = model.generate_greedy(&prompt, 33, &[]).unwrap();
     let total = t0.elapsed().as_secs_f64();
