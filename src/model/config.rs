@@ -196,7 +196,24 @@ impl LlamaConfig {
                 format!("{head_dim} must be even and positive (rotary pairs)"),
             ));
         }
-        let rope_scaling = match raw.get("rope_scaling") {
+        // transformers >= 5 writes `rope_parameters` (with `rope_theta` inside) instead of the
+        // top-level `rope_theta` and `rope_scaling`; read either, the legacy keys first.
+        let rope_parameters = match raw.get("rope_parameters") {
+            Some(Value::Object(rp)) => Some(rp),
+            _ => None,
+        };
+        let rope_theta = match get_f64(&raw, path, "rope_theta")? {
+            Some(t) => Some(t),
+            None => match rope_parameters {
+                Some(rp) => get_f64(rp, path, "rope_theta")?,
+                None => None,
+            },
+        };
+        let rope_scaling_value = match raw.get("rope_scaling") {
+            None | Some(Value::Null) => raw.get("rope_parameters"),
+            some => some,
+        };
+        let rope_scaling = match rope_scaling_value {
             None | Some(Value::Null) => None,
             Some(Value::Object(rs)) => {
                 let kind = rs
@@ -253,7 +270,7 @@ impl LlamaConfig {
             num_key_value_heads,
             head_dim,
             rms_norm_eps: get_f64(&raw, path, "rms_norm_eps")?.unwrap_or(1e-6),
-            rope_theta: get_f64(&raw, path, "rope_theta")?.unwrap_or(10000.0),
+            rope_theta: rope_theta.unwrap_or(10000.0),
             rope_scaling,
             max_position_embeddings: match raw.get("max_position_embeddings") {
                 None | Some(Value::Null) => 2048,

@@ -1,6 +1,22 @@
 //! The Llama family: configuration, weights, and the forward pass with the hooks interventions
-//! need (capture the inputs of named linears, add a delta at a layer and position, stop early).
+//! need (capture the inputs of named linears, add a delta at a layer and position, stop early),
+//! batched scoring, per-position NLLs, and greedy generation with a KV cache.
+//!
+//! Layout conventions follow Hugging Face: weights `[out, in]`, `rotate_half` rope on HF-layout
+//! q/k rows, tensor and module names as in `LlamaForCausalLM`.
 
+mod block;
 mod config;
+mod forward;
+mod generate;
+mod hooks;
+mod linear;
+pub mod names;
+mod nll;
+mod weights;
 
 pub use config::{Llama3RopeScaling, LlamaConfig};
+pub use forward::{ForwardOutput, Logits};
+pub use generate::Decoder;
+pub use hooks::{Captures, Delta, DeltaSite, Hooks};
+pub use weights::Llama;
