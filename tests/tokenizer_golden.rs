@@ -1,0 +1,135 @@
+//! Our GGUF → tokenizer.json conversion against transformers' own GGUF tokenizer conversion:
+//! identical ids and identical decoded text on every recorded string.
+//!
+//! Fixtures come from `fixtures/gen_tokenizer_golden.py` (regenerate, never hand-edit):
+//! - `fixtures/tokenizer/tiny_{gpt2,llama}.json`: a hand-made vocabulary with its expected ids;
+//!   always run.
+//! - `fixtures/tokenizer/smollm2_golden.json`: ids for the default model. Its vocabulary is too
+//!   big to commit, so the script dumps it to the gitignored `models/smollm2_vocab.json`; without
+//!   that file the test prints why and skips. (The GGUF reader will replace this dump.)
+
+use std::path::{Path, PathBuf};
+
+use intervene::tokenizer::{tokenizer_json_from_gguf, GgufVocab, Tokenizer};
+use serde::Deserialize;
+
+const FORMAT: &str = "intervene-tokenizer-golden";
+const VERSION: u32 = 1;
+const HINT: &str = "regenerate with: /opt/pyref/bin/python fixtures/gen_tokenizer_golden.py";
+
+#[derive(Deserialize)]
+struct Golden {
+    format: String,
+    version: u32,
+    #[serde(default)]
+    gguf_sha256: Option<String>,
+    #[serde(default)]
+    vocab: Option<GgufVocab>,
+    #[serde(default)]
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+    decoded: String,
+    decoded_skip_special: String,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn load(path: &Path) -> Golden {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}; {HINT}", path.display()));
+    let golden: Golden = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{}: {e}; {HINT}", path.display()));
+    assert!(
+        golden.format == FORMAT && golden.version == VERSION,
+        "{}: header is {:?} v{}, expected {FORMAT:?} v{VERSION}; {HINT}",
+        path.display(),
+        golden.format,
+        golden.version
+    );
+    golden
+}
+
+/// Build from `vocab`, run every case, and report all mismatches at once.
+fn check(vocab: &GgufVocab, cases: &[Case], name: &str) {
+    assert!(!cases.is_empty(), "{name}: no cases; {HINT}");
+    let json = tokenizer_json_from_gguf(vocab, Path::new(name)).expect("build tokenizer.json");
+    let tokenizer = Tokenizer::from_json_value(&json, name).expect("load tokenizer.json");
+    let mut failures = Vec::new();
+    for case in cases {
+        let ids = tokenizer.encode(&case.text, true).expect("encode");
+        if ids != case.ids {
+            failures.push(format!(
+                "{:?}\n    ids  ours {ids:?}\n         want {:?}",
+                case.text, case.ids
+            ));
+            continue;
+        }
+        for (skip, want) in [(false, &case.decoded), (true, &case.decoded_skip_special)] {
+            let got = tokenizer.decode(&ids, skip).expect("decode");
+            if &got != want {
+                failures.push(format!(
+                    "{:?}\n    decode(skip_special={skip}) ours {got:?}\n    want {want:?}",
+                    case.text
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{name}: {} of {} cases differ from transformers:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    eprintln!("{name}: {} cases agree with transformers", cases.len());
+}
+
+fn check_tiny(file: &str) {
+    let path = root().join("fixtures/tokenizer").join(file);
+    let golden = load(&path);
+    let vocab = golden
+        .vocab
+        .unwrap_or_else(|| panic!("{}: no vocab; {HINT}", path.display()));
+    check(&vocab, &golden.cases, file);
+}
+
+#[test]
+fn tiny_byte_level_vocab_matches_transformers() {
+    check_tiny("tiny_gpt2.json");
+}
+
+#[test]
+fn tiny_sentencepiece_vocab_with_derived_merges_matches_transformers() {
+    check_tiny("tiny_llama.json");
+}
+
+#[test]
+fn smollm2_matches_transformers() {
+    let golden = load(&root().join("fixtures/tokenizer/smollm2_golden.json"));
+    assert!(golden.cases.len() >= 30, "too few golden strings; {HINT}");
+    let dump = root().join("models/smollm2_vocab.json");
+    if !dump.is_file() {
+        eprintln!(
+            "skipping smollm2_matches_transformers: {} not found (needs the SmolLM2 GGUF in \
+             models/; {HINT})",
+            dump.display()
+        );
+        return;
+    }
+    let vocab = load(&dump);
+    assert_eq!(
+        vocab.gguf_sha256, golden.gguf_sha256,
+        "models/smollm2_vocab.json and the golden ids come from different GGUF files; {HINT}"
+    );
+    let fields = vocab
+        .vocab
+        .expect("vocabulary in models/smollm2_vocab.json");
+    assert_eq!(fields.tokens.len(), 49152, "SmolLM2 has 49152 tokens");
+    check(&fields, &golden.cases, "SmolLM2-135M-Instruct.Q4_1.gguf");
+}
