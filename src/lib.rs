@@ -5,6 +5,8 @@
 pub mod backend;
 pub mod checkpoint;
 pub mod error;
+pub mod interventions;
+pub mod linalg;
 pub mod model;
 pub mod tokenizer;
 
