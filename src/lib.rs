@@ -6,6 +6,8 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod interventions;
+pub mod linalg;
 pub mod model;
 pub mod tokenizer;
 

@@ -1,0 +1,3 @@
+//! Interventions applied to checkpoints: compression (quantisation, pruning) first.
+
+pub mod compress;
