@@ -22,8 +22,14 @@ fn import(src: &Path, out: &Path) -> Run {
 /// and no staging directory left beside it.
 fn assert_refused(run: &Run, out: &Path, file_hint: &str, needle: &str) {
     assert_eq!(run.code, 2, "{run}");
-    assert!(run.stderr.contains(needle), "expected `{needle}` in stderr:\n{run}");
-    assert!(run.stderr.contains(file_hint), "expected the file `{file_hint}` named:\n{run}");
+    assert!(
+        run.stderr.contains(needle),
+        "expected `{needle}` in stderr:\n{run}"
+    );
+    assert!(
+        run.stderr.contains(file_hint),
+        "expected the file `{file_hint}` named:\n{run}"
+    );
     assert_eq!(run.stderr.lines().count(), 1, "one clear message:\n{run}");
     assert!(!out.exists(), "output must not be created");
     let parent = out.parent().unwrap();
@@ -80,8 +86,16 @@ fn inspect_json_lists_config_tensors_and_chain() {
     assert_eq!(v["id"].as_str().unwrap(), ra.stdout.trim());
     assert_eq!(v["chain"][0]["op"], "import");
     assert_eq!(v["chain"][0]["output"], v["id"]);
-    assert!(v["chain"][0]["inputs"][0]["blake3"].as_str().unwrap().starts_with("blake3:"));
-    let names: Vec<&str> = v["tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(v["chain"][0]["inputs"][0]["blake3"]
+        .as_str()
+        .unwrap()
+        .starts_with("blake3:"));
+    let names: Vec<&str> = v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     assert!(names.contains(&"model.layers.1.mlp.down_proj.weight"));
     let human = intervene(&["inspect", path_str(&a)]);
     assert_eq!(human.code, 0, "{human}");
@@ -100,7 +114,10 @@ fn verify_reports_a_flipped_weight_byte_with_exit_1() {
     std::fs::write(&st, bytes).unwrap();
     let r = intervene(&["verify", path_str(&a)]);
     assert_eq!(r.code, 1, "{r}");
-    assert!(r.stderr.contains("model.safetensors") || r.stderr.contains(path_str(&a)), "{r}");
+    assert!(
+        r.stderr.contains("model.safetensors") || r.stderr.contains(path_str(&a)),
+        "{r}"
+    );
     assert!(r.stderr.contains("records id"), "{r}");
 }
 
@@ -113,19 +130,33 @@ fn existing_and_non_directory_outputs_are_refused() {
     let r = import(&tiny_hf(), &a);
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("already exists"), "{r}");
-    assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), before, "existing output untouched");
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        before,
+        "existing output untouched"
+    );
     let file = tmp.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     let r = import(&tiny_hf(), &file);
     assert_eq!(r.code, 2, "{r}");
     assert!(r.stderr.contains("not a directory"), "{r}");
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
-    let forced = intervene(&["import", path_str(&tiny_hf()), "-o", path_str(&a), "--force", "-q"]);
+    let forced = intervene(&[
+        "import",
+        path_str(&tiny_hf()),
+        "-o",
+        path_str(&a),
+        "--force",
+        "-q",
+    ]);
     assert_eq!(forced.code, 0, "{forced}");
 }
 
 /// Copies the tiny HF fixture, rewrites its safetensors with `edit`, imports, and expects refusal.
-fn refused_safetensors(edit: impl FnOnce(&mut Value, &mut Vec<u8>) -> Option<Vec<u8>>, needle: &str) {
+fn refused_safetensors(
+    edit: impl FnOnce(&mut Value, &mut Vec<u8>) -> Option<Vec<u8>>,
+    needle: &str,
+) {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     copy_dir(&tiny_hf(), &src);
@@ -141,7 +172,13 @@ fn refused_safetensors(edit: impl FnOnce(&mut Value, &mut Vec<u8>) -> Option<Vec
 }
 
 fn first_tensor(header: &Value) -> String {
-    header.as_object().unwrap().keys().find(|k| *k != "__metadata__").unwrap().clone()
+    header
+        .as_object()
+        .unwrap()
+        .keys()
+        .find(|k| *k != "__metadata__")
+        .unwrap()
+        .clone()
 }
 
 #[test]
@@ -150,7 +187,8 @@ fn malformed_safetensors_are_refused_by_field() {
     refused_safetensors(
         |h, d| {
             let mut b = join_safetensors(h, d);
-            b[..8].copy_from_slice(&(b.len() as u64 * 2).to_le_bytes());
+            let past_end = b.len() as u64 * 2;
+            b[..8].copy_from_slice(&past_end.to_le_bytes());
             Some(b)
         },
         "runs past the end",
@@ -201,7 +239,10 @@ fn malformed_safetensors_are_refused_by_field() {
     );
     refused_safetensors(
         |h, _| {
-            h.as_object_mut().unwrap().remove("model.layers.1.mlp.up_proj.weight").unwrap();
+            h.as_object_mut()
+                .unwrap()
+                .remove("model.layers.1.mlp.up_proj.weight")
+                .unwrap();
             None
         },
         "",
@@ -222,7 +263,8 @@ fn a_missing_tensor_and_a_disagreeing_config_are_refused() {
     assert_refused(&run, &out, "config.json", "disagrees with config.json");
 
     copy_dir(&tiny_hf(), &src);
-    let cfg: Value = serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
     let mut cfg2 = cfg.clone();
     cfg2["num_hidden_layers"] = json!(cfg["num_hidden_layers"].as_u64().unwrap() + 1);
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg2).unwrap()).unwrap();
@@ -265,7 +307,11 @@ fn the_tiny_gguf_imports_to_the_same_weights_as_the_hf_fixture() {
     let rh = import(&tiny_hf(), &h);
     assert_eq!(rh.code, 0, "{rh}");
     assert_eq!(rg.stdout, rh.stdout, "same tensors, same id");
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
         assert!(g.join(f).exists(), "{f}");
     }
 }
@@ -276,27 +322,53 @@ fn sharded_checkpoints_import_to_the_same_id_and_bad_indexes_are_refused() {
     let src = tmp.path().join("sharded");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::copy(tiny_hf().join("config.json"), src.join("config.json")).unwrap();
-    let (header, data) = split_safetensors(&std::fs::read(tiny_hf().join("model.safetensors")).unwrap());
+    let (header, data) =
+        split_safetensors(&std::fs::read(tiny_hf().join("model.safetensors")).unwrap());
     // Deal the tensors alternately into two shards, re-laying each shard's data contiguously.
-    let mut shards = [(serde_json::Map::new(), Vec::new()), (serde_json::Map::new(), Vec::new())];
+    let mut shards = [
+        (serde_json::Map::new(), Vec::new()),
+        (serde_json::Map::new(), Vec::new()),
+    ];
     let mut weight_map = serde_json::Map::new();
-    let mut names: Vec<&String> = header.as_object().unwrap().keys().filter(|k| *k != "__metadata__").collect();
+    let mut names: Vec<&String> = header
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .collect();
     names.sort();
     for (i, name) in names.iter().enumerate() {
         let e = &header[name.as_str()];
-        let (b, en) = (e["data_offsets"][0].as_u64().unwrap() as usize, e["data_offsets"][1].as_u64().unwrap() as usize);
+        let (b, en) = (
+            e["data_offsets"][0].as_u64().unwrap() as usize,
+            e["data_offsets"][1].as_u64().unwrap() as usize,
+        );
         let (h, d) = &mut shards[i % 2];
         let start = d.len();
         d.extend_from_slice(&data[b..en]);
-        h.insert((*name).clone(), json!({"dtype": e["dtype"], "shape": e["shape"], "data_offsets": [start, d.len()]}));
-        weight_map.insert((*name).clone(), json!(format!("model-0000{}-of-00002.safetensors", i % 2 + 1)));
+        h.insert(
+            (*name).clone(),
+            json!({"dtype": e["dtype"], "shape": e["shape"], "data_offsets": [start, d.len()]}),
+        );
+        weight_map.insert(
+            (*name).clone(),
+            json!(format!("model-0000{}-of-00002.safetensors", i % 2 + 1)),
+        );
     }
     for (i, (h, d)) in shards.iter().enumerate() {
         let bytes = join_safetensors(&Value::Object(h.clone()), d);
-        std::fs::write(src.join(format!("model-0000{}-of-00002.safetensors", i + 1)), bytes).unwrap();
+        std::fs::write(
+            src.join(format!("model-0000{}-of-00002.safetensors", i + 1)),
+            bytes,
+        )
+        .unwrap();
     }
     let index = json!({"metadata": {"total_size": data.len()}, "weight_map": weight_map});
-    std::fs::write(src.join("model.safetensors.index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(
+        src.join("model.safetensors.index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let ra = import(&src, &a);
     assert_eq!(ra.code, 0, "{ra}");
@@ -307,26 +379,65 @@ fn sharded_checkpoints_import_to_the_same_id_and_bad_indexes_are_refused() {
     let name = names[0].clone();
     let mut bad = index.clone();
     bad["weight_map"][&name] = json!("model-00002-of-00002.safetensors");
-    std::fs::write(src.join("model.safetensors.index.json"), serde_json::to_vec(&bad).unwrap()).unwrap();
+    std::fs::write(
+        src.join("model.safetensors.index.json"),
+        serde_json::to_vec(&bad).unwrap(),
+    )
+    .unwrap();
     let out = tmp.path().join("out");
-    assert_refused(&import(&src, &out), &out, "model.safetensors.index.json", &format!("weight_map.{name}"));
+    assert_refused(
+        &import(&src, &out),
+        &out,
+        "model.safetensors.index.json",
+        &format!("weight_map.{name}"),
+    );
     bad["weight_map"][&name] = json!("../escape.safetensors");
-    std::fs::write(src.join("model.safetensors.index.json"), serde_json::to_vec(&bad).unwrap()).unwrap();
-    assert_refused(&import(&src, &out), &out, "model.safetensors.index.json", "not a plain file name");
+    std::fs::write(
+        src.join("model.safetensors.index.json"),
+        serde_json::to_vec(&bad).unwrap(),
+    )
+    .unwrap();
+    assert_refused(
+        &import(&src, &out),
+        &out,
+        "model.safetensors.index.json",
+        "not a plain file name",
+    );
 }
 
 #[test]
 fn dtype_conversion_is_recorded_and_kept_on_reimport() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let r = intervene(&["import", path_str(&tiny_hf()), "-o", path_str(&a), "--dtype", "bf16", "-q"]);
+    let r = intervene(&[
+        "import",
+        path_str(&tiny_hf()),
+        "-o",
+        path_str(&a),
+        "--dtype",
+        "bf16",
+        "-q",
+    ]);
     assert_eq!(r.code, 0, "{r}");
     assert_eq!(import(&a, &b).code, 0);
-    let v: Value = serde_json::from_str(&intervene(&["inspect", path_str(&b), "--json"]).stdout).unwrap();
-    assert!(v["tensors"].as_array().unwrap().iter().all(|t| t["dtype"] == "BF16"));
-    let cfg: Value = serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_str(&intervene(&["inspect", path_str(&b), "--json"]).stdout).unwrap();
+    assert!(v["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["dtype"] == "BF16"));
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["torch_dtype"], "bfloat16");
-    let bad = intervene(&["import", path_str(&tiny_hf()), "-o", path_str(&tmp.path().join("c")), "--dtype", "f8"]);
+    let bad = intervene(&[
+        "import",
+        path_str(&tiny_hf()),
+        "-o",
+        path_str(&tmp.path().join("c")),
+        "--dtype",
+        "f8",
+    ]);
     assert_eq!(bad.code, 2, "{bad}");
     assert!(bad.stderr.contains("--dtype"), "{bad}");
 }

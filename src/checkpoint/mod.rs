@@ -77,7 +77,10 @@ impl Checkpoint {
                         "safetensors index",
                         dir.join(INDEX_FILE),
                         format!("weight_map.{name}"),
-                        format!("says `{file}`, but the tensor is in `{}`", shards[i].path().display()),
+                        format!(
+                            "says `{file}`, but the tensor is in `{}`",
+                            shards[i].path().display()
+                        ),
                     ))
                 }
                 None => {

@@ -29,8 +29,16 @@ pub fn run(a: InspectArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let id = ckpt.provenance.as_ref().map(|p| p.id.clone());
-    let chain = ckpt.provenance.as_ref().map(|p| json!(p.chain)).unwrap_or(json!([]));
-    let evals = ckpt.provenance.as_ref().map(|p| json!(p.evaluations)).unwrap_or(json!([]));
+    let chain = ckpt
+        .provenance
+        .as_ref()
+        .map(|p| json!(p.chain))
+        .unwrap_or(json!([]));
+    let evals = ckpt
+        .provenance
+        .as_ref()
+        .map(|p| json!(p.evaluations))
+        .unwrap_or(json!([]));
     if a.json {
         print_json(&json!({
             "dir": a.dir,
@@ -45,7 +53,11 @@ pub fn run(a: InspectArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let c = &ckpt.config;
     let mut out = std::io::stdout().lock();
     writeln!(out, "checkpoint  {}", a.dir.display())?;
-    writeln!(out, "id          {}", id.as_deref().unwrap_or("(no provenance.json)"))?;
+    writeln!(
+        out,
+        "id          {}",
+        id.as_deref().unwrap_or("(no provenance.json)")
+    )?;
     writeln!(
         out,
         "model       {} ({}): {} layers, hidden {}, {} heads / {} kv heads (head dim {}), ffn {}, vocab {}",
@@ -64,12 +76,29 @@ pub fn run(a: InspectArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         "            rope theta {}, rms eps {}, tied embeddings {}, context {}",
         c.rope_theta, c.rms_norm_eps, c.tie_word_embeddings, c.max_position_embeddings
     )?;
-    let total: usize = ckpt.names().map(|n| ckpt.info(n).map_or(0, |i| i.numel())).sum();
-    writeln!(out, "tensors     {} ({} parameters, stored {})", tensors.len(), total, ckpt.storage_dtype())?;
+    let total: usize = ckpt
+        .names()
+        .map(|n| ckpt.info(n).map_or(0, |i| i.numel()))
+        .sum();
+    writeln!(
+        out,
+        "tensors     {} ({} parameters, stored {})",
+        tensors.len(),
+        total,
+        ckpt.storage_dtype()
+    )?;
     if let Some(p) = &ckpt.provenance {
         writeln!(out, "\nchain")?;
         for (i, s) in p.chain.iter().enumerate() {
-            writeln!(out, "  {i}. {:<10} {:<9} -> {}  ({}, {:.2} s)", s.op, s.category, short(&s.output), s.device, s.seconds)?;
+            writeln!(
+                out,
+                "  {i}. {:<10} {:<9} -> {}  ({}, {:.2} s)",
+                s.op,
+                s.category,
+                short(&s.output),
+                s.device,
+                s.seconds
+            )?;
             writeln!(out, "     params {}", s.params)?;
             if !s.report.is_null() {
                 writeln!(out, "     report {}", s.report)?;
@@ -81,7 +110,14 @@ pub fn run(a: InspectArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         if !p.evaluations.is_empty() {
             writeln!(out, "\nevaluations")?;
             for e in &p.evaluations {
-                writeln!(out, "  {:<5} on {} data {}: {}", e.task, short(&e.checkpoint), e.data.path, e.metrics)?;
+                writeln!(
+                    out,
+                    "  {:<5} on {} data {}: {}",
+                    e.task,
+                    short(&e.checkpoint),
+                    e.data.path,
+                    e.metrics
+                )?;
             }
         }
     }

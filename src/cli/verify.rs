@@ -32,5 +32,9 @@ pub fn run(a: VerifyArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
             eprintln!("mismatch: {p}");
         }
     }
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -18,7 +18,9 @@ use crate::checkpoint::{
 };
 use crate::error::{Error, Result};
 use crate::model::LlamaConfig;
-use crate::tokenizer::{generation_config, tokenizer_config_from_gguf, tokenizer_json_from_gguf, GgufVocab};
+use crate::tokenizer::{
+    generation_config, tokenizer_config_from_gguf, tokenizer_json_from_gguf, GgufVocab,
+};
 
 const KIND: &str = "GGUF file";
 
@@ -35,7 +37,10 @@ pub fn import_gguf(plan: &ImportPlan) -> Result<ImportOutcome> {
         return Err(Error::unsupported(
             "architecture",
             src,
-            format!("general.architecture `{arch}`; supported: {}", SUPPORTED_ARCHS.join(", ")),
+            format!(
+                "general.architecture `{arch}`; supported: {}",
+                SUPPORTED_ARCHS.join(", ")
+            ),
         ));
     }
     let vocab = read_vocab(&gguf)?;
@@ -47,8 +52,15 @@ pub fn import_gguf(plan: &ImportPlan) -> Result<ImportOutcome> {
     let files = CheckpointFiles {
         config: pretty_json(&with_torch_dtype(config.to_hf_json(), dtype)),
         tokenizer: Some(pretty_json(&tokenizer)),
-        tokenizer_config: Some(pretty_json(&tokenizer_config_from_gguf(&vocab, config.max_position_embeddings))),
-        generation_config: Some(pretty_json(&generation_config(vocab.bos_id, vocab.eos_id, vocab.pad_id))),
+        tokenizer_config: Some(pretty_json(&tokenizer_config_from_gguf(
+            &vocab,
+            Some(config.max_position_embeddings as u64),
+        ))),
+        generation_config: Some(pretty_json(&generation_config(
+            vocab.bos_id,
+            vocab.eos_id,
+            vocab.pad_id,
+        ))),
     };
     let specs: Vec<TensorSpec> = tensors
         .iter()
@@ -67,11 +79,19 @@ pub fn import_gguf(plan: &ImportPlan) -> Result<ImportOutcome> {
             let t = &tensors[&spec.name];
             let mut values = gguf.dequantize(t.info)?;
             if let Some(heads) = t.unpermute_heads {
-                let cols = if t.info.dims.len() > 1 { t.info.dims[0] as usize } else { 1 };
+                let cols = if t.info.dims.len() > 1 {
+                    t.info.dims[0] as usize
+                } else {
+                    1
+                };
                 values = unpermute_rows(&values, heads, cols);
             }
             if let Some((i, _)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(Error::tensor(src, &t.info.name, format!("non-finite value at element {i}")));
+                return Err(Error::tensor(
+                    src,
+                    &t.info.name,
+                    format!("non-finite value at element {i}"),
+                ));
             }
             Ok(Cow::Owned(dtype.from_f32(&values)))
         },
@@ -127,7 +147,12 @@ fn meta_u64(g: &GgufFile, key: &str) -> Result<Option<u64>> {
     match g.get(key) {
         None => Ok(None),
         Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-            Error::format(KIND, g.path(), key, format!("expected a non-negative integer, got {}", v.type_name()))
+            Error::format(
+                KIND,
+                g.path(),
+                key,
+                format!("expected a non-negative integer, got {}", v.type_name()),
+            )
         }),
     }
 }
@@ -135,10 +160,14 @@ fn meta_u64(g: &GgufFile, key: &str) -> Result<Option<u64>> {
 fn meta_f64(g: &GgufFile, key: &str) -> Result<Option<f64>> {
     match g.get(key) {
         None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| Error::format(KIND, g.path(), key, format!("expected a number, got {}", v.type_name()))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+            Error::format(
+                KIND,
+                g.path(),
+                key,
+                format!("expected a number, got {}", v.type_name()),
+            )
+        }),
     }
 }
 
@@ -169,30 +198,49 @@ fn config_from_metadata(g: &GgufFile, arch: &str, vocab: &GgufVocab) -> Result<L
     obj.insert("model_type".into(), json!("llama"));
     obj.insert("vocab_size".into(), json!(vocab_size));
     obj.insert("hidden_size".into(), json!(hidden));
-    obj.insert("intermediate_size".into(), json!(required_u64(g, &k("feed_forward_length"))?));
-    obj.insert("num_hidden_layers".into(), json!(required_u64(g, &k("block_count"))?));
+    obj.insert(
+        "intermediate_size".into(),
+        json!(required_u64(g, &k("feed_forward_length"))?),
+    );
+    obj.insert(
+        "num_hidden_layers".into(),
+        json!(required_u64(g, &k("block_count"))?),
+    );
     obj.insert("num_attention_heads".into(), json!(heads));
     obj.insert("num_key_value_heads".into(), json!(kv_heads));
-    if let Some(hd) = meta_u64(g, &k("attention.key_length"))?.or(meta_u64(g, &k("rope.dimension_count"))?) {
+    if let Some(hd) =
+        meta_u64(g, &k("attention.key_length"))?.or(meta_u64(g, &k("rope.dimension_count"))?)
+    {
         obj.insert("head_dim".into(), json!(hd));
     }
     obj.insert(
         "rms_norm_eps".into(),
-        json!(f32_as_shortest(meta_f64(g, &k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5))),
+        json!(f32_as_shortest(
+            meta_f64(g, &k("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5)
+        )),
     );
     obj.insert(
         "rope_theta".into(),
-        json!(f32_as_shortest(meta_f64(g, &k("rope.freq_base"))?.unwrap_or(10000.0))),
+        json!(f32_as_shortest(
+            meta_f64(g, &k("rope.freq_base"))?.unwrap_or(10000.0)
+        )),
     );
     obj.insert(
         "max_position_embeddings".into(),
         json!(meta_u64(g, &k("context_length"))?.unwrap_or(2048)),
     );
-    obj.insert("tie_word_embeddings".into(), json!(g.tensor("output.weight").is_none()));
+    obj.insert(
+        "tie_word_embeddings".into(),
+        json!(g.tensor("output.weight").is_none()),
+    );
     let bias = g.tensors().iter().any(|t| t.name.ends_with("attn_q.bias"));
     obj.insert("attention_bias".into(), json!(bias));
     obj.insert("mlp_bias".into(), json!(false));
-    for (key, id) in [("bos_token_id", vocab.bos_id), ("eos_token_id", vocab.eos_id), ("pad_token_id", vocab.pad_id)] {
+    for (key, id) in [
+        ("bos_token_id", vocab.bos_id),
+        ("eos_token_id", vocab.eos_id),
+        ("pad_token_id", vocab.pad_id),
+    ] {
         if let Some(id) = id {
             obj.insert(key.into(), json!(id));
         }
@@ -205,7 +253,10 @@ fn config_from_metadata(g: &GgufFile, arch: &str, vocab: &GgufVocab) -> Result<L
             return Err(Error::unsupported(
                 "partial rotary",
                 g.path(),
-                format!("{arch}.rope.dimension_count {rope_dims} differs from head_dim {}", cfg.head_dim),
+                format!(
+                    "{arch}.rope.dimension_count {rope_dims} differs from head_dim {}",
+                    cfg.head_dim
+                ),
             ));
         }
     }
@@ -228,7 +279,10 @@ fn with_torch_dtype(mut v: Value, dtype: DType) -> Value {
 
 /// Maps every GGUF tensor to its HF name and checks it against the config: unknown tensors,
 /// missing tensors and shape disagreements are refused by name.
-fn map_tensors<'a>(g: &'a GgufFile, cfg: &LlamaConfig) -> Result<BTreeMap<String, MappedTensor<'a>>> {
+fn map_tensors<'a>(
+    g: &'a GgufFile,
+    cfg: &LlamaConfig,
+) -> Result<BTreeMap<String, MappedTensor<'a>>> {
     let mut out = BTreeMap::new();
     for info in g.tensors() {
         let Some(name) = hf_name(&info.name) else {
@@ -245,25 +299,49 @@ fn map_tensors<'a>(g: &'a GgufFile, cfg: &LlamaConfig) -> Result<BTreeMap<String
         } else {
             None
         };
-        if out.insert(name.clone(), MappedTensor { info, unpermute_heads }).is_some() {
-            return Err(Error::tensor(g.path(), &info.name, "maps to a name that is already taken"));
+        if out
+            .insert(
+                name.clone(),
+                MappedTensor {
+                    info,
+                    unpermute_heads,
+                },
+            )
+            .is_some()
+        {
+            return Err(Error::tensor(
+                g.path(),
+                &info.name,
+                "maps to a name that is already taken",
+            ));
         }
     }
     let expected: BTreeMap<String, Vec<usize>> = cfg.expected_tensors().into_iter().collect();
     for (name, shape) in &expected {
         let Some(t) = out.get(name) else {
-            return Err(Error::tensor(g.path(), name, "missing (the metadata's architecture needs it)"));
+            return Err(Error::tensor(
+                g.path(),
+                name,
+                "missing (the metadata's architecture needs it)",
+            ));
         };
         if &t.info.hf_shape() != shape {
             return Err(Error::tensor(
                 g.path(),
                 &t.info.name,
-                format!("shape {:?} (HF order) disagrees with the metadata, which implies {shape:?}", t.info.hf_shape()),
+                format!(
+                    "shape {:?} (HF order) disagrees with the metadata, which implies {shape:?}",
+                    t.info.hf_shape()
+                ),
             ));
         }
     }
     if let Some(extra) = out.keys().find(|n| !expected.contains_key(*n)) {
-        return Err(Error::tensor(g.path(), extra, "not part of the architecture the metadata describes"));
+        return Err(Error::tensor(
+            g.path(),
+            extra,
+            "not part of the architecture the metadata describes",
+        ));
     }
     Ok(out)
 }
@@ -295,13 +373,15 @@ fn read_vocab(g: &GgufFile) -> Result<GgufVocab> {
         match g.get(key) {
             None => Ok(Vec::new()),
             Some(v) => {
-                let arr = v.as_array().ok_or_else(|| Error::format(KIND, path, key, "expected an array"))?;
+                let arr = v
+                    .as_array()
+                    .ok_or_else(|| Error::format(KIND, path, key, "expected an array"))?;
                 arr.iter()
                     .enumerate()
                     .map(|(i, s)| {
-                        s.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| Error::format(KIND, path, format!("{key}[{i}]"), "expected a string"))
+                        s.as_str().map(str::to_string).ok_or_else(|| {
+                            Error::format(KIND, path, format!("{key}[{i}]"), "expected a string")
+                        })
                     })
                     .collect()
             }
@@ -311,12 +391,15 @@ fn read_vocab(g: &GgufFile) -> Result<GgufVocab> {
         match g.get(key) {
             None => Ok(Vec::new()),
             Some(v) => {
-                let arr = v.as_array().ok_or_else(|| Error::format(KIND, path, key, "expected an array"))?;
+                let arr = v
+                    .as_array()
+                    .ok_or_else(|| Error::format(KIND, path, key, "expected an array"))?;
                 arr.iter()
                     .enumerate()
                     .map(|(i, s)| {
-                        s.as_f64()
-                            .ok_or_else(|| Error::format(KIND, path, format!("{key}[{i}]"), "expected a number"))
+                        s.as_f64().ok_or_else(|| {
+                            Error::format(KIND, path, format!("{key}[{i}]"), "expected a number")
+                        })
                     })
                     .collect()
             }
@@ -324,20 +407,36 @@ fn read_vocab(g: &GgufFile) -> Result<GgufVocab> {
     };
     let id = |key: &str| -> Result<Option<u32>> {
         meta_u64(g, key)?
-            .map(|v| u32::try_from(v).map_err(|_| Error::format(KIND, path, key, "token id too large")))
+            .map(|v| {
+                u32::try_from(v).map_err(|_| Error::format(KIND, path, key, "token id too large"))
+            })
             .transpose()
     };
     let flag = |key: &str| g.get(key).and_then(|v| v.as_bool());
     let tokens = strings("tokenizer.ggml.tokens")?;
     if tokens.is_empty() {
-        return Err(Error::format(KIND, path, "tokenizer.ggml.tokens", "missing or empty"));
+        return Err(Error::format(
+            KIND,
+            path,
+            "tokenizer.ggml.tokens",
+            "missing or empty",
+        ));
     }
     Ok(GgufVocab {
         model: meta_str(g, "tokenizer.ggml.model")?.to_string(),
-        pre: g.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).map(str::to_string),
+        pre: g
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
         tokens,
-        token_types: numbers("tokenizer.ggml.token_type")?.into_iter().map(|x| x as i32).collect(),
-        scores: numbers("tokenizer.ggml.scores")?.into_iter().map(|x| x as f32).collect(),
+        token_types: numbers("tokenizer.ggml.token_type")?
+            .into_iter()
+            .map(|x| x as i32)
+            .collect(),
+        scores: numbers("tokenizer.ggml.scores")?
+            .into_iter()
+            .map(|x| x as f32)
+            .collect(),
         merges: strings("tokenizer.ggml.merges")?,
         bos_id: id("tokenizer.ggml.bos_token_id")?,
         eos_id: id("tokenizer.ggml.eos_token_id")?,
@@ -346,6 +445,9 @@ fn read_vocab(g: &GgufFile) -> Result<GgufVocab> {
         add_bos: flag("tokenizer.ggml.add_bos_token"),
         add_eos: flag("tokenizer.ggml.add_eos_token"),
         add_space_prefix: flag("tokenizer.ggml.add_space_prefix"),
-        chat_template: g.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string),
+        chat_template: g
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
     })
 }

@@ -9,8 +9,8 @@ use serde_json::{json, Value};
 
 use super::{elapsed, ImportOutcome, ImportPlan};
 use crate::checkpoint::{
-    hash_file, pretty_json, write_checkpoint, Checkpoint, CheckpointFiles, InputFile, Provenance, Step,
-    TensorSpec, CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
+    hash_file, pretty_json, write_checkpoint, Checkpoint, CheckpointFiles, InputFile, Provenance,
+    Step, TensorSpec, CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
 };
 use crate::error::{Error, Result};
 

@@ -49,7 +49,8 @@ pub fn unpermute_rows(values: &[f32], heads: usize, cols: usize) -> Vec<f32> {
             for j in 0..2 {
                 let src = h * head_dim + i * 2 + j;
                 let dst = h * head_dim + j * half + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&values[src * cols..(src + 1) * cols]);
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&values[src * cols..(src + 1) * cols]);
             }
         }
     }
@@ -62,10 +63,22 @@ mod tests {
 
     #[test]
     fn names_map_both_ways_for_every_llama_module() {
-        assert_eq!(hf_name("blk.12.attn_q.weight").unwrap(), "model.layers.12.self_attn.q_proj.weight");
-        assert_eq!(hf_name("blk.0.ffn_norm.weight").unwrap(), "model.layers.0.post_attention_layernorm.weight");
-        assert_eq!(hf_name("blk.3.attn_k.bias").unwrap(), "model.layers.3.self_attn.k_proj.bias");
-        assert_eq!(hf_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(
+            hf_name("blk.12.attn_q.weight").unwrap(),
+            "model.layers.12.self_attn.q_proj.weight"
+        );
+        assert_eq!(
+            hf_name("blk.0.ffn_norm.weight").unwrap(),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
+        assert_eq!(
+            hf_name("blk.3.attn_k.bias").unwrap(),
+            "model.layers.3.self_attn.k_proj.bias"
+        );
+        assert_eq!(
+            hf_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
         assert!(hf_name("rope_freqs.weight").is_none());
         assert!(hf_name("blk.x.attn_q.weight").is_none());
     }
@@ -74,14 +87,17 @@ mod tests {
     fn unpermute_inverts_the_converters_permutation() {
         // The converter's permutation: w.reshape(heads, 2, hd/2, cols).swapaxes(1, 2).
         let (heads, hd, cols) = (3, 8, 5);
-        let hf: Vec<f32> = (0..heads * hd * cols).map(|x| x as f32 * 0.5 - 7.0).collect();
+        let hf: Vec<f32> = (0..heads * hd * cols)
+            .map(|x| x as f32 * 0.5 - 7.0)
+            .collect();
         let mut gguf = vec![0.0; hf.len()];
         for h in 0..heads {
             for j in 0..2 {
                 for i in 0..hd / 2 {
                     let src = h * hd + j * (hd / 2) + i;
                     let dst = h * hd + i * 2 + j;
-                    gguf[dst * cols..(dst + 1) * cols].copy_from_slice(&hf[src * cols..(src + 1) * cols]);
+                    gguf[dst * cols..(dst + 1) * cols]
+                        .copy_from_slice(&hf[src * cols..(src + 1) * cols]);
                 }
             }
         }

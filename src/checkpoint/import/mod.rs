@@ -65,7 +65,12 @@ fn sniff(path: &Path) -> Result<SourceKind> {
         return Ok(SourceKind::Safetensors);
     }
     if path.extension().is_some_and(|e| e == "gguf") {
-        return Err(Error::format("GGUF file", path, "magic", format!("expected `GGUF`, found {:?}", &magic[..n])));
+        return Err(Error::format(
+            "GGUF file",
+            path,
+            "magic",
+            format!("expected `GGUF`, found {:?}", &magic[..n]),
+        ));
     }
     Err(Error::usage(
         "SRC",
