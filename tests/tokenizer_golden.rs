@@ -4,9 +4,9 @@
 //! Fixtures come from `fixtures/gen_tokenizer_golden.py` (regenerate, never hand-edit):
 //! - `fixtures/tokenizer/tiny_{gpt2,llama}.json`: a hand-made vocabulary with its expected ids;
 //!   always run.
-//! - `fixtures/tokenizer/smollm2_golden.json`: ids for the default model. Its vocabulary is too
-//!   big to commit, so the script dumps it to the gitignored `models/smollm2_vocab.json`; without
-//!   that file the test prints why and skips. (The GGUF reader will replace this dump.)
+//! - `fixtures/tokenizer/smollm2_golden.json`: ids for the default model, checked against the
+//!   `tokenizer.json` that `intervene import` built from the GGUF's own vocabulary (through our
+//!   GGUF reader) in `models/smollm2`; without that checkpoint the test prints why and skips.
 
 use std::path::{Path, PathBuf};
 
@@ -57,9 +57,13 @@ fn load(path: &Path) -> Golden {
 
 /// Build from `vocab`, run every case, and report all mismatches at once.
 fn check(vocab: &GgufVocab, cases: &[Case], name: &str) {
-    assert!(!cases.is_empty(), "{name}: no cases; {HINT}");
     let json = tokenizer_json_from_gguf(vocab, Path::new(name)).expect("build tokenizer.json");
     let tokenizer = Tokenizer::from_json_value(&json, name).expect("load tokenizer.json");
+    check_tokenizer(&tokenizer, cases, name);
+}
+
+fn check_tokenizer(tokenizer: &Tokenizer, cases: &[Case], name: &str) {
+    assert!(!cases.is_empty(), "{name}: no cases; {HINT}");
     let mut failures = Vec::new();
     for case in cases {
         let ids = tokenizer.encode(&case.text, true).expect("encode");
@@ -113,23 +117,18 @@ fn tiny_sentencepiece_vocab_with_derived_merges_matches_transformers() {
 fn smollm2_matches_transformers() {
     let golden = load(&root().join("fixtures/tokenizer/smollm2_golden.json"));
     assert!(golden.cases.len() >= 30, "too few golden strings; {HINT}");
-    let dump = root().join("models/smollm2_vocab.json");
-    if !dump.is_file() {
+    let dir = std::env::var_os("INTERVENE_SMOLLM2_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("models/smollm2"));
+    let path = dir.join("tokenizer.json");
+    if !path.is_file() {
         eprintln!(
-            "skipping smollm2_matches_transformers: {} not found (needs the SmolLM2 GGUF in \
-             models/; {HINT})",
-            dump.display()
+            "skipping smollm2_matches_transformers: {} not found (run scripts/demo.sh to import SmolLM2)",
+            path.display()
         );
         return;
     }
-    let vocab = load(&dump);
-    assert_eq!(
-        vocab.gguf_sha256, golden.gguf_sha256,
-        "models/smollm2_vocab.json and the golden ids come from different GGUF files; {HINT}"
-    );
-    let fields = vocab
-        .vocab
-        .expect("vocabulary in models/smollm2_vocab.json");
-    assert_eq!(fields.tokens.len(), 49152, "SmolLM2 has 49152 tokens");
-    check(&fields, &golden.cases, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    let tokenizer = Tokenizer::from_file(&path).expect("load the imported tokenizer.json");
+    assert_eq!(tokenizer.vocab_size(), 49152, "SmolLM2 has 49152 tokens");
+    check_tokenizer(&tokenizer, &golden.cases, "SmolLM2-135M-Instruct.Q4_1.gguf");
 }
