@@ -10,11 +10,10 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 
 use super::llama_names::{hf_name, unpermute_rows};
-use super::{elapsed, ImportOutcome, ImportPlan};
-use crate::checkpoint::gguf::{GgmlType, GgufFile, GgufTensorInfo};
+use super::{elapsed, import_provenance, ImportOutcome, ImportPlan};
+use crate::checkpoint::gguf::{GgmlType, GgufFile, GgufTensorInfo, GgufValue};
 use crate::checkpoint::{
-    hash_file, pretty_json, write_checkpoint, CheckpointFiles, DType, InputFile, Provenance, Step,
-    TensorSpec,
+    hash_file, pretty_json, write_checkpoint, CheckpointFiles, DType, InputFile, TensorSpec,
 };
 use crate::error::{Error, Result};
 use crate::model::LlamaConfig;
@@ -97,28 +96,19 @@ pub fn import_gguf(plan: &ImportPlan) -> Result<ImportOutcome> {
         },
         &files,
         |id| {
-            Provenance::new_import(Step {
-                op: "import".into(),
-                category: "import".into(),
-                params: json!({
-                    "source_format": "gguf",
-                    "gguf_version": gguf.version(),
-                    "architecture": arch,
-                    "dtype": dtype.name(),
-                    "source_types": type_histogram(&tensors),
-                }),
-                inputs: vec![InputFile {
-                    role: "source".into(),
-                    path: src.display().to_string(),
-                    blake3: source_hash.clone(),
-                }],
-                parent: None,
-                output: id.to_string(),
-                tool_version: crate::checkpoint::provenance::TOOL_VERSION.into(),
-                device: "cpu".into(),
-                seconds: elapsed(start),
-                report: Value::Null,
-            })
+            let params = json!({
+                "source_format": "gguf",
+                "gguf_version": gguf.version(),
+                "architecture": arch,
+                "dtype": dtype.name(),
+                "source_types": type_histogram(&tensors),
+            });
+            let inputs = vec![InputFile {
+                role: "source".into(),
+                path: src.display().to_string(),
+                blake3: source_hash.clone(),
+            }];
+            import_provenance(params, inputs, id, start)
         },
     )?;
     Ok(ImportOutcome {
@@ -367,44 +357,38 @@ fn type_histogram(tensors: &BTreeMap<String, MappedTensor<'_>>) -> Value {
     json!(h)
 }
 
+/// An optional metadata array, each element converted by `convert` (absent key: empty).
+fn meta_array<T>(
+    g: &GgufFile,
+    key: &str,
+    expected: &str,
+    convert: impl Fn(&GgufValue) -> Option<T>,
+) -> Result<Vec<T>> {
+    let Some(v) = g.get(key) else {
+        return Ok(Vec::new());
+    };
+    let arr = v
+        .as_array()
+        .ok_or_else(|| Error::format(KIND, g.path(), key, "expected an array"))?;
+    arr.iter()
+        .enumerate()
+        .map(|(i, x)| {
+            convert(x).ok_or_else(|| {
+                Error::format(
+                    KIND,
+                    g.path(),
+                    format!("{key}[{i}]"),
+                    format!("expected {expected}"),
+                )
+            })
+        })
+        .collect()
+}
+
 fn read_vocab(g: &GgufFile) -> Result<GgufVocab> {
     let path: &Path = g.path();
-    let strings = |key: &str| -> Result<Vec<String>> {
-        match g.get(key) {
-            None => Ok(Vec::new()),
-            Some(v) => {
-                let arr = v
-                    .as_array()
-                    .ok_or_else(|| Error::format(KIND, path, key, "expected an array"))?;
-                arr.iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        s.as_str().map(str::to_string).ok_or_else(|| {
-                            Error::format(KIND, path, format!("{key}[{i}]"), "expected a string")
-                        })
-                    })
-                    .collect()
-            }
-        }
-    };
-    let numbers = |key: &str| -> Result<Vec<f64>> {
-        match g.get(key) {
-            None => Ok(Vec::new()),
-            Some(v) => {
-                let arr = v
-                    .as_array()
-                    .ok_or_else(|| Error::format(KIND, path, key, "expected an array"))?;
-                arr.iter()
-                    .enumerate()
-                    .map(|(i, s)| {
-                        s.as_f64().ok_or_else(|| {
-                            Error::format(KIND, path, format!("{key}[{i}]"), "expected a number")
-                        })
-                    })
-                    .collect()
-            }
-        }
-    };
+    let strings = |key: &str| meta_array(g, key, "a string", |v| v.as_str().map(str::to_string));
+    let numbers = |key: &str| meta_array(g, key, "a number", |v| v.as_f64());
     let id = |key: &str| -> Result<Option<u32>> {
         meta_u64(g, key)?
             .map(|v| {

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use super::{elapsed, ImportOutcome, ImportPlan};
+use super::{elapsed, import_provenance, ImportOutcome, ImportPlan};
 use crate::checkpoint::{
-    hash_file, pretty_json, write_checkpoint, Checkpoint, CheckpointFiles, InputFile, Provenance,
-    Step, TensorSpec, CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
+    hash_file, pretty_json, write_checkpoint, Checkpoint, CheckpointFiles, InputFile, TensorSpec,
+    CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE,
 };
 use crate::error::{Error, Result};
 
@@ -58,23 +58,13 @@ pub fn import_hf(plan: &ImportPlan) -> Result<ImportOutcome> {
         },
         &files,
         |id| {
-            Provenance::new_import(Step {
-                op: "import".into(),
-                category: "import".into(),
-                params: json!({
-                    "source_format": "safetensors",
-                    "dtype": dtype.name(),
-                    "source_dtype": ckpt.storage_dtype().name(),
-                    "dropped_tensors": dropped,
-                }),
-                inputs,
-                parent: None,
-                output: id.to_string(),
-                tool_version: crate::checkpoint::provenance::TOOL_VERSION.into(),
-                device: "cpu".into(),
-                seconds: elapsed(start),
-                report: Value::Null,
-            })
+            let params = json!({
+                "source_format": "safetensors",
+                "dtype": dtype.name(),
+                "source_dtype": ckpt.storage_dtype().name(),
+                "dropped_tensors": dropped,
+            });
+            import_provenance(params, inputs, id, start)
         },
     )?;
     Ok(ImportOutcome {

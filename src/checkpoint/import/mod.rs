@@ -81,6 +81,27 @@ fn sniff(path: &Path) -> Result<SourceKind> {
     ))
 }
 
+/// The provenance of a fresh import: a one-step chain with no parent.
+fn import_provenance(
+    params: serde_json::Value,
+    inputs: Vec<crate::checkpoint::InputFile>,
+    id: &str,
+    start: std::time::Instant,
+) -> crate::checkpoint::Provenance {
+    crate::checkpoint::Provenance::new_import(crate::checkpoint::Step {
+        op: "import".into(),
+        category: "import".into(),
+        params,
+        inputs,
+        parent: None,
+        output: id.to_string(),
+        tool_version: crate::checkpoint::provenance::TOOL_VERSION.into(),
+        device: "cpu".into(),
+        seconds: elapsed(start),
+        report: serde_json::Value::Null,
+    })
+}
+
 fn elapsed(t: std::time::Instant) -> f64 {
     (t.elapsed().as_secs_f64() * 1000.0).round() / 1000.0
 }
