@@ -183,7 +183,15 @@ pub(crate) fn attn_core<'s>(
         head_dim: d,
     };
     let seen = (w0 + m) * kvd;
-    attention(q, &kv.k[..seen], &kv.v[..seen], rows.spans, dims, att, scores);
+    attention(
+        q,
+        &kv.k[..seen],
+        &kv.v[..seen],
+        rows.spans,
+        dims,
+        att,
+        scores,
+    );
     att
 }
 

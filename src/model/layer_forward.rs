@@ -145,7 +145,10 @@ impl DecoderLayer {
             return Err(Error::tensor(
                 "<layer>",
                 format!("model.layers.{}.{}.weight", self.index, p.module()),
-                format!("new value has shape {:?}, expected {shape:?}", value.shape()),
+                format!(
+                    "new value has shape {:?}, expected {shape:?}",
+                    value.shape()
+                ),
             ));
         }
         proj_mut(&mut self.layer, p).w[r.start * inp..r.end * inp].copy_from_slice(value.data());
@@ -384,7 +387,9 @@ mod tests {
         assert_eq!(h, h2.data());
         for l in 0..=last {
             let layer = DecoderLayer::load(&ckpt, l).unwrap();
-            layer.forward(&ctx, &mut h, &offsets, &Hooks::default()).unwrap();
+            layer
+                .forward(&ctx, &mut h, &offsets, &Hooks::default())
+                .unwrap();
             model
                 .layer_forward(l, &mut h2, &offsets, &Hooks::default())
                 .unwrap();
@@ -417,24 +422,36 @@ mod tests {
         let caps = layer.forward(&ctx, &mut out, &offsets, &hooks).unwrap();
         let xa = &caps.linear_inputs["model.layers.0.self_attn.q_proj"];
         let xm = &caps.linear_inputs["model.layers.0.mlp.up_proj"];
-        let attn = layer.attention_from_normed(&ctx, xa.data(), &offsets).unwrap();
+        let attn = layer
+            .attention_from_normed(&ctx, xa.data(), &offsets)
+            .unwrap();
         let mlp = layer.mlp_from_normed(xm.data());
         for r in 0..x.len() {
             let want = x[r] + attn[r] + mlp[r];
-            assert!((want - out[r]).abs() <= 1e-5 * (1.0 + want.abs()), "row {}", r / c);
+            assert!(
+                (want - out[r]).abs() <= 1e-5 * (1.0 + want.abs()),
+                "row {}",
+                r / c
+            );
         }
         // Weights round-trip through the stacked buffers.
         let mut l2 = layer.clone();
         let k = layer.weight(Proj::K);
         assert_eq!(k.shape(), &[16, 48]);
-        l2.set_weight(Proj::K, &Tensor::zeros(vec![16, 48])).unwrap();
+        l2.set_weight(Proj::K, &Tensor::zeros(vec![16, 48]))
+            .unwrap();
         assert!(l2.weight(Proj::K).data().iter().all(|&v| v == 0.0));
         assert_eq!(l2.weight(Proj::V).data(), layer.weight(Proj::V).data());
         assert_eq!(
-            layer.tensor("model.layers.0.self_attn.k_proj.weight").unwrap().data(),
+            layer
+                .tensor("model.layers.0.self_attn.k_proj.weight")
+                .unwrap()
+                .data(),
             k.data()
         );
-        assert!(l2.set_weight(Proj::K, &Tensor::zeros(vec![16, 47])).is_err());
+        assert!(l2
+            .set_weight(Proj::K, &Tensor::zeros(vec![16, 47]))
+            .is_err());
         assert!(check_packed(10, 5, &[0, 1, 1]).is_err());
     }
 }

@@ -180,8 +180,14 @@ pub fn parse_nm(s: &str) -> Result<SparsityPattern> {
     let (n, m) = s
         .split_once(':')
         .ok_or_else(|| bad("expected N:M, e.g. 2:4 (keep 2 of every 4)".into()))?;
-    let n: usize = n.trim().parse().map_err(|_| bad("N is not a number".into()))?;
-    let m: usize = m.trim().parse().map_err(|_| bad("M is not a number".into()))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| bad("N is not a number".into()))?;
+    let m: usize = m
+        .trim()
+        .parse()
+        .map_err(|_| bad("M is not a number".into()))?;
     if n == 0 || n >= m {
         return Err(bad(format!(
             "N:M keeps N of every M weights and needs 0 < N < M, got N = {n}, M = {m}"
@@ -240,7 +246,7 @@ impl CompressPlan {
 
     /// The weight tensors this plan compresses, in layer order then projection order.
     pub fn targets(&self, cfg: &LlamaConfig) -> Vec<(usize, Proj, String)> {
-        (self.layers[0]..self.layers[1])
+        (self.layers[0]..self.layers[1].min(cfg.num_hidden_layers))
             .flat_map(|l| {
                 Proj::ALL
                     .into_iter()
@@ -302,8 +308,7 @@ impl CompressPlan {
                         format!("{name} (layer {l}, {cols} inputs): {e}; leave it out with --skip"),
                     )
                 })?;
-                if let (Method::Sparsegpt, SparsityPattern::NM { m, .. }) = (self.method, pattern)
-                {
+                if let (Method::Sparsegpt, SparsityPattern::NM { m, .. }) = (self.method, pattern) {
                     if !self.block_size.is_multiple_of(m) {
                         return Err(Error::usage(
                             "--block-size",
@@ -349,7 +354,10 @@ mod tests {
         assert_eq!(parse_layers("2-5", 30).unwrap(), 2..6);
         assert!(parse_layers("5..5", 30).is_err());
         assert!(parse_layers("0..31", 30).is_err());
-        assert!(matches_skip("model.layers.1.mlp.down_proj.weight", "down_proj"));
+        assert!(matches_skip(
+            "model.layers.1.mlp.down_proj.weight",
+            "down_proj"
+        ));
         assert!(matches_skip(
             "model.layers.1.mlp.down_proj.weight",
             "model.layers.*.mlp.*"
