@@ -61,7 +61,11 @@ fn corpus(docs: usize, chars: usize) -> String {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             doc.push_str(words[(state >> 33) as usize % words.len()]);
-            doc.push(if (state >> 20) % 9 == 0 { '.' } else { ' ' });
+            doc.push(if (state >> 20).is_multiple_of(9) {
+                '.'
+            } else {
+                ' '
+            });
         }
         out.push_str(&serde_json::to_string(&json!({ "text": doc })).unwrap());
         out.push('\n');
@@ -461,4 +465,28 @@ fn bad_input_exits_2_and_writes_nothing() {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn layers_and_skip_restrict_what_changes() {
+    let s = setup();
+    let out = s.root.join("wanda-l1");
+    let mut a = vec![
+        "wanda",
+        path_str(&s.base),
+        "-o",
+        path_str(&out),
+        "--layers",
+        "1",
+        "--skip",
+        "*.o_proj.*",
+    ];
+    let c = calib_args(&s, &[]);
+    a.extend(c.iter().copied());
+    let r = intervene(&a);
+    assert_eq!(r.code, 0, "{r}");
+    assert_untouched(&s.base, &out, |n| {
+        is_linear(n) && n.starts_with("model.layers.1.") && !n.contains("o_proj")
+    });
+    assert_eq!(report(&out)["tensors_compressed"], 6);
 }

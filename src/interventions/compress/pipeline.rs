@@ -209,7 +209,11 @@ impl<'a> LayerWalk<'a> {
     fn advance(&mut self) -> Result<()> {
         let l = self.next;
         self.next += 1;
-        let selected = (self.plan.layers[0]..self.plan.layers[1]).contains(&l);
+        if l >= self.plan.layers[1] {
+            // Nothing after the last compressed layer is produced by the walk.
+            return Ok(());
+        }
+        let selected = l >= self.plan.layers[0];
         let mut layer = match (&self.acts, selected) {
             (None, false) => return Ok(()),
             _ => DecoderLayer::load(self.ckpt, l)?,
