@@ -100,9 +100,7 @@ pub fn run(a: InspectArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
                 s.seconds
             )?;
             writeln!(out, "     params {}", s.params)?;
-            if !s.report.is_null() {
-                writeln!(out, "     report {}", s.report)?;
-            }
+            write_report(&mut out, &s.report)?;
             for f in &s.inputs {
                 writeln!(out, "     {} {} ({})", f.role, f.path, short(&f.blake3))?;
             }
@@ -133,4 +131,32 @@ pub fn run(a: InspectArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
 fn short(id: &str) -> &str {
     let end = id.find(':').map_or(0, |i| i + 1) + 16;
     &id[..end.min(id.len())]
+}
+
+/// The step's report, one top-level entry per line; the per-tensor list and the calibration
+/// window positions are summarised (they are in full in `--json` and provenance.json).
+fn write_report(out: &mut impl Write, report: &Value) -> std::io::Result<()> {
+    let Value::Object(o) = report else {
+        if !report.is_null() {
+            writeln!(out, "     report {report}")?;
+        }
+        return Ok(());
+    };
+    for (k, v) in o {
+        match (k.as_str(), v) {
+            ("per_tensor", Value::Array(a)) => {
+                writeln!(out, "     report {k}: {} tensors (see --json)", a.len())?;
+            }
+            ("calibration", Value::Object(c)) => {
+                let brief: serde_json::Map<String, Value> = c
+                    .iter()
+                    .filter(|(ck, _)| ck.as_str() != "positions")
+                    .map(|(ck, cv)| (ck.clone(), cv.clone()))
+                    .collect();
+                writeln!(out, "     report {k}: {}", Value::Object(brief))?;
+            }
+            _ => writeln!(out, "     report {k}: {v}")?,
+        }
+    }
+    Ok(())
 }

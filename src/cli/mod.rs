@@ -3,6 +3,7 @@
 //! codes (DESIGN.md: 0 success, 1 a check failed, 2 usage or input error).
 
 mod common;
+mod compress;
 mod generate;
 mod import;
 mod inspect;
@@ -11,6 +12,7 @@ mod verify;
 use std::process::ExitCode;
 
 use clap::Parser;
+use intervene::interventions::compress::plan::Method;
 
 pub use common::GlobalOpts;
 
@@ -40,6 +42,18 @@ enum Command {
     /// Recompute a checkpoint's id from its weights and check its provenance chain; exit 1 on
     /// any mismatch.
     Verify(verify::VerifyArgs),
+    /// Round-to-nearest quantisation per group (no calibration).
+    Rtn(compress::CompressArgs),
+    /// GPTQ quantisation (calibrated, layer by layer).
+    Gptq(compress::CompressArgs),
+    /// AWQ: activation-aware scaling and clipping, then quantisation (calibrated).
+    Awq(compress::CompressArgs),
+    /// Magnitude pruning (no calibration).
+    Magnitude(compress::CompressArgs),
+    /// Wanda pruning: |weight| x input norm (calibrated).
+    Wanda(compress::CompressArgs),
+    /// SparseGPT pruning with OBS weight updates (calibrated).
+    Sparsegpt(compress::CompressArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +70,12 @@ pub fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a, &cli.global),
         Command::Inspect(a) => inspect::run(a, &cli.global),
         Command::Verify(a) => verify::run(a, &cli.global),
+        Command::Rtn(a) => compress::run(Method::Rtn, a, &cli.global),
+        Command::Gptq(a) => compress::run(Method::Gptq, a, &cli.global),
+        Command::Awq(a) => compress::run(Method::Awq, a, &cli.global),
+        Command::Magnitude(a) => compress::run(Method::Magnitude, a, &cli.global),
+        Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
+        Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
     });
     match result {
         Ok(code) => code,

@@ -7,13 +7,15 @@ use crate::backend::cpu::{rmsnorm::rmsnorm, swiglu::swiglu};
 use crate::backend::Tensor;
 
 use super::hooks::{Captures, LayerPlan, Tap};
-use super::weights::Llama;
+use super::weights::{Layer, Llama};
+use super::LlamaConfig;
+use crate::backend::cpu::rope::RopeTable;
 
 /// Reusable work buffers, grown to the largest row count seen and never shrunk, so decoding
 /// one token at a time allocates nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    xn: Vec<f32>,
+    pub(crate) xn: Vec<f32>,
     qkv: Vec<f32>,
     q: Vec<f32>,
     att: Vec<f32>,
@@ -22,7 +24,7 @@ pub(crate) struct Scratch {
     scores: Vec<f32>,
 }
 
-fn fit(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+pub(crate) fn fit(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len {
         buf.resize(len, 0.0);
     }
@@ -57,9 +59,8 @@ fn capture(caps: &mut Captures, taps: &[(Tap, &str)], tap: Tap, data: &[f32], m:
 }
 
 impl Llama {
-    /// Runs block `l` on `x` (`[M, C]`, updated in place).
-    ///
-    /// Legend: M = rows, C = hidden, H/G = query/kv heads, D = head dim, I = intermediate.
+    /// Runs block `l` on `x` (`[M, C]`, updated in place): [`run_block`] with this model's
+    /// config, rope table and layer `l`.
     // The arguments are the block's distinct inputs; bundling them would only rename them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn block(
@@ -72,74 +73,138 @@ impl Llama {
         plan: Option<&LayerPlan>,
         caps: &mut Captures,
     ) {
-        let cfg = &self.config;
-        let layer = &self.layers[l];
-        let m = rows.pos.len();
-        let (c, d) = (cfg.hidden_size, cfg.head_dim);
-        let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
-        let i = cfg.intermediate_size;
-        let eps = cfg.rms_norm_eps as f32;
-        let taps: &[(Tap, &str)] = plan.map_or(&[], |p| &p.taps);
-
-        // Attention.
-        let xn = fit(&mut s.xn, m * c);
-        rmsnorm(x, &layer.attn_norm, eps, xn);
-        capture(caps, taps, Tap::Attn, xn, m);
-        let qkv = fit(&mut s.qkv, m * (qd + 2 * kvd));
-        layer.qkv.forward(xn, qkv, m, false);
-        let q = fit(&mut s.q, m * qd);
-        let w0 = kv.write_at;
-        for (r, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
-            q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
-            kv.k[(w0 + r) * kvd..(w0 + r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
-            kv.v[(w0 + r) * kvd..(w0 + r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
-        }
-        self.rope.rotate_rows(q, rows.pos);
-        self.rope
-            .rotate_rows(&mut kv.k[w0 * kvd..(w0 + m) * kvd], rows.pos);
-        let att = fit(&mut s.att, m * qd);
-        let dims = AttnDims {
-            heads: cfg.num_attention_heads,
-            kv_heads: cfg.num_key_value_heads,
-            head_dim: d,
+        let ctx = BlockCtx {
+            config: &self.config,
+            rope: &self.rope,
         };
-        let seen = (w0 + m) * kvd;
-        attention(
-            q,
-            &kv.k[..seen],
-            &kv.v[..seen],
-            rows.spans,
-            dims,
-            att,
-            &mut s.scores,
-        );
-        capture(caps, taps, Tap::O, att, m);
-        // The residual add is the GEMM's accumulate.
-        layer.o.forward(att, x, m, true);
+        run_block(&ctx, &self.layers[l], l, x, rows, kv, s, plan, caps);
+    }
+}
 
-        // MLP.
-        let xn = fit(&mut s.xn, m * c);
-        rmsnorm(x, &layer.mlp_norm, eps, xn);
-        capture(caps, taps, Tap::Mlp, xn, m);
-        let gu = fit(&mut s.gate_up, m * 2 * i);
-        layer.gate_up.forward(xn, gu, m, false);
-        let act = fit(&mut s.act, m * i);
-        swiglu(gu, act, i);
-        capture(caps, taps, Tap::Down, act, m);
-        layer.down.forward(act, x, m, true);
+/// What a block needs besides its own weights: the model's shapes and the rope table.
+pub(crate) struct BlockCtx<'a> {
+    pub config: &'a LlamaConfig,
+    pub rope: &'a RopeTable,
+}
 
-        if let Some(p) = plan {
-            // x already holds residual + MLP output, so adding to it adds to the MLP output.
-            for &(row, vec) in p.mlp_deltas.iter().chain(&p.residual_deltas) {
-                for (a, b) in x[row * c..(row + 1) * c].iter_mut().zip(vec) {
-                    *a += b;
-                }
+/// Runs decoder block `layer` (index `l`, for hooks) on `x` (`[M, C]`, updated in place). The
+/// one code path of every forward: the full model, the KV-cache decoder, and the block-wise
+/// calibration pipeline (`DecoderLayer::forward`) all come here.
+///
+/// Legend: M = rows, C = hidden, H/G = query/kv heads, D = head dim, I = intermediate.
+// The arguments are the block's distinct inputs; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_block(
+    ctx: &BlockCtx,
+    layer: &Layer,
+    l: usize,
+    x: &mut [f32],
+    rows: &Rows,
+    kv: KvSlot,
+    s: &mut Scratch,
+    plan: Option<&LayerPlan>,
+    caps: &mut Captures,
+) {
+    let cfg = ctx.config;
+    let m = rows.pos.len();
+    let c = cfg.hidden_size;
+    let eps = cfg.rms_norm_eps as f32;
+    let taps: &[(Tap, &str)] = plan.map_or(&[], |p| &p.taps);
+
+    // Attention.
+    let xn = fit(&mut s.xn, m * c);
+    rmsnorm(x, &layer.attn_norm, eps, xn);
+    capture(caps, taps, Tap::Attn, xn, m);
+    let att = attn_core(ctx, layer, rows, kv, s);
+    capture(caps, taps, Tap::O, att, m);
+    // The residual add is the GEMM's accumulate.
+    layer.o.forward(att, x, m, true);
+
+    // MLP.
+    let xn = fit(&mut s.xn, m * c);
+    rmsnorm(x, &layer.mlp_norm, eps, xn);
+    capture(caps, taps, Tap::Mlp, xn, m);
+    let act = mlp_core(layer, m, s);
+    capture(caps, taps, Tap::Down, act, m);
+    layer.down.forward(act, x, m, true);
+
+    if let Some(p) = plan {
+        // x already holds residual + MLP output, so adding to it adds to the MLP output.
+        for &(row, vec) in p.mlp_deltas.iter().chain(&p.residual_deltas) {
+            for (a, b) in x[row * c..(row + 1) * c].iter_mut().zip(vec) {
+                *a += b;
             }
-            if p.capture_hidden {
-                if let Some(t) = Tensor::new(vec![m, c], x.to_vec()) {
-                    caps.hidden.insert(l, t);
-                }
+        }
+        if p.capture_hidden {
+            if let Some(t) = Tensor::new(vec![m, c], x.to_vec()) {
+                caps.hidden.insert(l, t);
             }
         }
     }
+}
+
+/// The attention heads' output (`[M, H*D]`, the input of o_proj) for the normed rows in
+/// `s.xn`: q/k/v projections, rope, grouped causal attention over `kv`.
+pub(crate) fn attn_core<'s>(
+    ctx: &BlockCtx,
+    layer: &Layer,
+    rows: &Rows,
+    kv: KvSlot,
+    s: &'s mut Scratch,
+) -> &'s [f32] {
+    let cfg = ctx.config;
+    let m = rows.pos.len();
+    let (c, d) = (cfg.hidden_size, cfg.head_dim);
+    let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+    let Scratch {
+        xn,
+        qkv,
+        q,
+        att,
+        scores,
+        ..
+    } = s;
+    let qkv = fit(qkv, m * (qd + 2 * kvd));
+    layer.qkv.forward(&xn[..m * c], qkv, m, false);
+    let q = fit(q, m * qd);
+    let w0 = kv.write_at;
+    for (r, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
+        q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
+        kv.k[(w0 + r) * kvd..(w0 + r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+        kv.v[(w0 + r) * kvd..(w0 + r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+    }
+    ctx.rope.rotate_rows(q, rows.pos);
+    ctx.rope
+        .rotate_rows(&mut kv.k[w0 * kvd..(w0 + m) * kvd], rows.pos);
+    let att = fit(att, m * qd);
+    let dims = AttnDims {
+        heads: cfg.num_attention_heads,
+        kv_heads: cfg.num_key_value_heads,
+        head_dim: d,
+    };
+    let seen = (w0 + m) * kvd;
+    attention(
+        q,
+        &kv.k[..seen],
+        &kv.v[..seen],
+        rows.spans,
+        dims,
+        att,
+        scores,
+    );
+    att
+}
+
+/// The SwiGLU activation (`[M, I]`, the input of down_proj) for the normed rows in `s.xn`.
+pub(crate) fn mlp_core<'s>(layer: &Layer, m: usize, s: &'s mut Scratch) -> &'s [f32] {
+    let i = layer.down.inp;
+    let c = layer.gate_up.inp;
+    let Scratch {
+        xn, gate_up, act, ..
+    } = s;
+    let gu = fit(gate_up, m * 2 * i);
+    layer.gate_up.forward(&xn[..m * c], gu, m, false);
+    let act = fit(act, m * i);
+    swiglu(gu, act, i);
+    act
 }

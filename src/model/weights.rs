@@ -31,6 +31,53 @@ pub(crate) struct Layer {
     pub down: Linear,
 }
 
+impl Layer {
+    /// Builds layer `l` from f32 tensors fetched by Hugging Face name (`take` checks shapes).
+    pub(crate) fn build(
+        config: &LlamaConfig,
+        l: usize,
+        take: &mut impl FnMut(String) -> Result<Vec<f32>>,
+    ) -> Result<Layer> {
+        let (c, i) = (config.hidden_size, config.intermediate_size);
+        let (qd, kvd) = (
+            config.num_attention_heads * config.head_dim,
+            config.num_key_value_heads * config.head_dim,
+        );
+        let mut lin = |p: Proj, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+            let base = format!("model.layers.{l}.{}", p.module());
+            Ok(Linear {
+                w: take(format!("{base}.weight"))?,
+                bias: if bias {
+                    Some(take(format!("{base}.bias"))?)
+                } else {
+                    None
+                },
+                out,
+                inp,
+            })
+        };
+        let qkv = Linear::stack(vec![
+            lin(Proj::Q, qd, c, config.qkv_bias)?,
+            lin(Proj::K, kvd, c, config.qkv_bias)?,
+            lin(Proj::V, kvd, c, config.qkv_bias)?,
+        ]);
+        let o = lin(Proj::O, c, qd, config.o_bias)?;
+        let gate_up = Linear::stack(vec![
+            lin(Proj::Gate, i, c, config.mlp_bias)?,
+            lin(Proj::Up, i, c, config.mlp_bias)?,
+        ]);
+        let down = lin(Proj::Down, c, i, config.mlp_bias)?;
+        Ok(Layer {
+            attn_norm: take(format!("model.layers.{l}.input_layernorm.weight"))?,
+            mlp_norm: take(format!("model.layers.{l}.post_attention_layernorm.weight"))?,
+            qkv,
+            o,
+            gate_up,
+            down,
+        })
+    }
+}
+
 /// A Llama-family decoder-only model on the CPU backend.
 #[derive(Clone, Debug)]
 pub struct Llama {
@@ -86,45 +133,9 @@ impl Llama {
             }
             Ok(t.into_data())
         };
-        let (c, i) = (config.hidden_size, config.intermediate_size);
-        let (qd, kvd) = (
-            config.num_attention_heads * config.head_dim,
-            config.num_key_value_heads * config.head_dim,
-        );
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
-            let mut lin = |p: Proj, out: usize, inp: usize, bias: bool| -> Result<Linear> {
-                let base = format!("model.layers.{l}.{}", p.module());
-                Ok(Linear {
-                    w: take(format!("{base}.weight"))?,
-                    bias: if bias {
-                        Some(take(format!("{base}.bias"))?)
-                    } else {
-                        None
-                    },
-                    out,
-                    inp,
-                })
-            };
-            let qkv = Linear::stack(vec![
-                lin(Proj::Q, qd, c, config.qkv_bias)?,
-                lin(Proj::K, kvd, c, config.qkv_bias)?,
-                lin(Proj::V, kvd, c, config.qkv_bias)?,
-            ]);
-            let o = lin(Proj::O, c, qd, config.o_bias)?;
-            let gate_up = Linear::stack(vec![
-                lin(Proj::Gate, i, c, config.mlp_bias)?,
-                lin(Proj::Up, i, c, config.mlp_bias)?,
-            ]);
-            let down = lin(Proj::Down, c, i, config.mlp_bias)?;
-            layers.push(Layer {
-                attn_norm: take(format!("model.layers.{l}.input_layernorm.weight"))?,
-                mlp_norm: take(format!("model.layers.{l}.post_attention_layernorm.weight"))?,
-                qkv,
-                o,
-                gate_up,
-                down,
-            });
+            layers.push(Layer::build(&config, l, &mut take)?);
         }
         let embed = take("model.embed_tokens.weight".into())?;
         let norm = take("model.norm.weight".into())?;
@@ -266,7 +277,7 @@ impl Llama {
     }
 }
 
-fn proj(layer: &Layer, p: Proj) -> &Linear {
+pub(crate) fn proj(layer: &Layer, p: Proj) -> &Linear {
     match p {
         Proj::Q | Proj::K | Proj::V => &layer.qkv,
         Proj::O => &layer.o,
@@ -275,7 +286,7 @@ fn proj(layer: &Layer, p: Proj) -> &Linear {
     }
 }
 
-fn proj_mut(layer: &mut Layer, p: Proj) -> &mut Linear {
+pub(crate) fn proj_mut(layer: &mut Layer, p: Proj) -> &mut Linear {
     match p {
         Proj::Q | Proj::K | Proj::V => &mut layer.qkv,
         Proj::O => &mut layer.o,

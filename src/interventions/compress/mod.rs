@@ -16,13 +16,20 @@
 //! Every entry point validates its inputs and returns `Error::Usage` (bad settings) or
 //! `Error::Tensor` (bad shapes, non-finite values) naming the tensor; none panics on user input.
 
+pub mod apply;
+pub mod awq;
 pub mod awq_search;
+pub mod calib;
 pub mod gptq;
 pub mod hessian;
 pub mod magnitude;
 pub mod mask;
+pub mod pipeline;
+pub mod plan;
 pub mod quant;
+pub mod report;
 pub mod rtn;
+pub mod solve;
 pub mod sparsegpt;
 pub mod wanda;
 

@@ -1,0 +1,115 @@
+//! Dispatch from a plan to the per-layer solvers (RTN, GPTQ, magnitude, Wanda, SparseGPT) for
+//! one weight and the statistics of its input; AWQ has its own layer-level driver (`awq`).
+
+use super::gptq::{fasterquant, GptqConfig};
+use super::hessian::{DampReport, Hessian};
+use super::magnitude::prune_magnitude;
+use super::plan::{CompressPlan, Method};
+use super::rtn::rtn;
+use super::sparsegpt::{fasterprune, SparseGptConfig};
+use super::wanda::{prune_wanda, InputNorms};
+use crate::backend::Tensor;
+use crate::error::{Error, Result};
+
+/// The calibration statistics of one linear input (shared by the linears reading it).
+pub enum InputStats {
+    None,
+    Hessian(Hessian),
+    Norms(InputNorms),
+}
+
+impl InputStats {
+    /// An empty accumulator of the kind `method` needs, for `n` input features.
+    pub fn new(method: Method, n: usize) -> Self {
+        match method {
+            Method::Gptq | Method::Sparsegpt => InputStats::Hessian(Hessian::new(n)),
+            Method::Wanda => InputStats::Norms(InputNorms::new(n)),
+            _ => InputStats::None,
+        }
+    }
+
+    /// Adds a batch of inputs `[sequences, tokens, n]`.
+    pub fn add(&mut self, name: &str, x: &Tensor) -> Result<()> {
+        match self {
+            InputStats::Hessian(h) => h.add_batch(name, x),
+            InputStats::Norms(n) => n.add_batch(name, x),
+            InputStats::None => Ok(()),
+        }
+    }
+}
+
+/// A solved weight and the damping its factorisation needed (GPTQ, SparseGPT).
+pub struct Solved {
+    pub weight: Tensor,
+    pub damp: Option<DampReport>,
+}
+
+/// Compresses weight `w` (tensor `name`) by the plan's method with its input statistics.
+pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) -> Result<Solved> {
+    let missing = || {
+        Error::usage(
+            plan.method.name(),
+            format!("{name}: no calibration statistics"),
+        )
+    };
+    match plan.method {
+        Method::Rtn => {
+            let q = plan.quant.as_ref().ok_or_else(missing)?;
+            Ok(Solved {
+                weight: rtn(name, w, q.spec())?.weight,
+                damp: None,
+            })
+        }
+        Method::Gptq => {
+            let q = plan.quant.as_ref().ok_or_else(missing)?;
+            let InputStats::Hessian(h) = stats else {
+                return Err(missing());
+            };
+            let cfg = GptqConfig {
+                bits: q.bits,
+                group: q.group_size,
+                sym: q.sym,
+                act_order: plan.act_order,
+                block_size: plan.block_size,
+                damp: plan.damp_config(),
+            };
+            let out = fasterquant(name, w, h, &cfg)?;
+            Ok(Solved {
+                weight: out.quantized.weight,
+                damp: Some(out.damp),
+            })
+        }
+        Method::Magnitude => Ok(Solved {
+            weight: prune_magnitude(name, w, plan.pattern()?)?.weight,
+            damp: None,
+        }),
+        Method::Wanda => {
+            let InputStats::Norms(n) = stats else {
+                return Err(missing());
+            };
+            Ok(Solved {
+                weight: prune_wanda(name, w, &n.scaler_row(), plan.pattern()?)?.weight,
+                damp: None,
+            })
+        }
+        Method::Sparsegpt => {
+            let InputStats::Hessian(h) = stats else {
+                return Err(missing());
+            };
+            let cfg = SparseGptConfig {
+                pattern: plan.pattern()?,
+                block_size: plan.block_size,
+                damp: plan.damp_config(),
+            };
+            let out = fasterprune(name, w, h, &cfg)?;
+            Ok(Solved {
+                weight: out.weight,
+                damp: out.damp,
+            })
+        }
+        Method::Awq => Err(Error::usage(
+            "awq",
+            "AWQ transforms whole layers (compress::awq), not single tensors",
+        )),
+    }
+}
