@@ -49,6 +49,11 @@ impl GlobalOpts {
         }
         Ok(())
     }
+
+    /// The backend name recorded in provenance.
+    pub fn device_name(&self) -> &'static str {
+        "cpu"
+    }
 }
 
 /// Writes a JSON value to stdout, pretty-printed, with a trailing newline.
