@@ -9,6 +9,8 @@ mod block;
 mod config;
 mod forward;
 mod generate;
+#[cfg(feature = "gpu")]
+mod gpu_forward;
 mod hooks;
 mod linear;
 pub mod names;
@@ -18,5 +20,7 @@ mod weights;
 pub use config::{Llama3RopeScaling, LlamaConfig};
 pub use forward::{ForwardOutput, Logits};
 pub use generate::Decoder;
+#[cfg(feature = "gpu")]
+pub use gpu_forward::GpuLlama;
 pub use hooks::{Captures, Delta, DeltaSite, Hooks};
 pub use weights::Llama;
