@@ -38,7 +38,7 @@ fn compare(gpu: &Gpu, model: &Llama, what: &str, batch: &[Vec<u32>], gen_tokens:
     let on_gpu = GpuLlama::upload(gpu, model).expect("upload weights");
     let (logits, rows) = on_gpu.logits(batch, Logits::All).expect("gpu forward");
     assert_eq!(rows, cpu.logit_rows, "{what}: logit rows");
-    let want = cpu.logits.expect("cpu logits");
+    let want = cpu.logits.as_ref().expect("cpu logits");
     let stats = Tolerance::F32_FORWARD
         .check(&format!("{what} logits"), logits.data(), want.data())
         .unwrap();

@@ -38,13 +38,12 @@ impl GpuTensor {
         self.shape.last().copied().unwrap_or(1)
     }
 
-    /// Rows of the `[numel / cols, cols]` matrix view.
+    /// Rows of the matrix view: the product of the leading dimensions (so a `[N, 0]` weight
+    /// still has N rows).
     pub fn rows(&self) -> usize {
-        let c = self.cols();
-        if c == 0 {
-            0
-        } else {
-            self.numel() / c
+        match self.shape.split_last() {
+            Some((_, lead)) => lead.iter().product(),
+            None => 1,
         }
     }
 
@@ -112,7 +111,8 @@ impl GpuTensor {
             }
         }
         let cols = shape.last().copied().unwrap_or(1);
-        let rows = if cols == 0 { 0 } else { numel / cols };
+        // Leading dims, so a `[N, 0]` tensor keeps its N (empty) rows.
+        let rows: usize = shape.split_last().map_or(1, |(_, l)| l.iter().product());
         let per = Self::rows_per_chunk(gpu, cols)?;
         let mut chunks = Vec::new();
         let mut row0 = 0;
@@ -131,7 +131,7 @@ impl GpuTensor {
                 })
             })?;
             if let Some(d) = data {
-                if n > 0 {
+                if bytes > 0 {
                     let src = &d[row0 * cols..(row0 + n) * cols];
                     gpu.queue.write_buffer(&buf, 0, bytemuck::cast_slice(src));
                 }
@@ -158,7 +158,7 @@ impl GpuTensor {
         }
         let cols = self.cols();
         for c in &self.chunks {
-            if c.rows > 0 {
+            if c.rows > 0 && cols > 0 {
                 let src = &data[c.row0 * cols..(c.row0 + c.rows) * cols];
                 gpu.queue.write_buffer(&c.buf, 0, bytemuck::cast_slice(src));
             }

@@ -104,7 +104,18 @@ mod tests {
     use crate::backend::gpu::ops::tol;
     use crate::backend::gpu::testutil::with_gpu;
 
-    fn trial(gpu: &Gpu, rng: &mut Rng, m: usize, k: usize, n: usize, bias: bool, acc: bool) {
+    /// `w_chunk`: bytes per chunk of W only (the other operands stay whole).
+    #[allow(clippy::too_many_arguments)]
+    fn trial(
+        gpu: &Gpu,
+        rng: &mut Rng,
+        m: usize,
+        k: usize,
+        n: usize,
+        bias: bool,
+        acc: bool,
+        w_chunk: Option<u64>,
+    ) {
         let x = rng.vec(m * k, 1.0);
         let w = rng.vec(n * k, 1.0);
         let b = rng.vec(n, 1.0);
@@ -112,7 +123,11 @@ mod tests {
         let mut want = y0.clone();
         cpu_linear(&x, &w, bias.then_some(&b[..]), &mut want, m, k, n, acc);
         let gx = GpuTensor::upload(gpu, &[m, k], &x).unwrap();
+        if let Some(b) = w_chunk {
+            gpu.set_chunk_bytes(b);
+        }
         let gw = GpuTensor::upload(gpu, &[n, k], &w).unwrap();
+        gpu.set_chunk_bytes(gpu.max_chunk_bytes());
         let gb = GpuTensor::upload(gpu, &[n], &b).unwrap();
         let gy = GpuTensor::upload(gpu, &[m, n], &y0).unwrap();
         linear(gpu, &gx, &gw, bias.then_some(&gb), &gy, acc).unwrap();
@@ -127,6 +142,12 @@ mod tests {
                 &want,
             )
             .unwrap();
+        if let Some(b) = w_chunk {
+            assert!(
+                gw.chunk_count() as u64 >= (n * k * 4) as u64 / b,
+                "W was not chunked"
+            );
+        }
     }
 
     #[test]
@@ -143,7 +164,7 @@ mod tests {
                 (64, 576, 192, false, true),
                 (5, 0, 9, true, true),
             ] {
-                trial(gpu, &mut rng, m, k, n, bias, acc);
+                trial(gpu, &mut rng, m, k, n, bias, acc, None);
             }
         });
     }
@@ -153,9 +174,9 @@ mod tests {
         with_gpu("matmul chunked", |gpu| {
             let mut rng = Rng::new(12);
             // 53 rows of 37 floats in chunks of 10 rows: six chunks, the last partial.
-            gpu.set_chunk_bytes(10 * 37 * 4);
-            trial(gpu, &mut rng, 9, 37, 53, true, false);
-            trial(gpu, &mut rng, 4, 37, 53, false, true);
+            let chunk = Some(10 * 37 * 4);
+            trial(gpu, &mut rng, 9, 37, 53, true, false, chunk);
+            trial(gpu, &mut rng, 4, 37, 53, false, true, chunk);
         });
     }
 
