@@ -83,6 +83,7 @@ impl GlobalOpts {
     }
 
     /// A one-line message on stderr, unless `--quiet`.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     fn note(&self, msg: &str) {
         if !self.quiet {
             eprintln!("{msg}");
