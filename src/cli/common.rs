@@ -3,6 +3,8 @@
 use std::io::Write;
 
 use clap::{Args, ValueEnum};
+#[cfg(feature = "gpu")]
+use intervene::backend::gpu::{AdapterPolicy, Gpu};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceChoice {
@@ -40,19 +42,70 @@ impl GlobalOpts {
                 .build_global()
                 .map_err(|e| intervene::Error::usage("--threads", e.to_string()))?;
         }
-        if self.device == DeviceChoice::Gpu {
-            return Err(intervene::Error::usage(
-                "--device",
-                "this build has no GPU backend yet; use --device cpu or auto",
-            )
-            .into());
-        }
         Ok(())
     }
 
+    /// Resolves `--device` for a command that computes. Commands that only read or write
+    /// files never call this, so they never touch wgpu. `gpu` takes any adapter (software
+    /// ones included) and fails with exit 2 when there is none; `auto` takes a hardware
+    /// adapter and otherwise falls back to the CPU with a one-line note.
+    pub fn backend(&self) -> anyhow::Result<Backend> {
+        match self.device {
+            DeviceChoice::Cpu => Ok(Backend::Cpu),
+            #[cfg(feature = "gpu")]
+            DeviceChoice::Gpu => match Gpu::new(AdapterPolicy::Any) {
+                Ok(g) => {
+                    self.note(&format!("device: {}", g.describe()));
+                    Ok(Backend::Gpu(Box::new(g)))
+                }
+                Err(e) => Err(intervene::Error::usage("--device gpu", e.to_string()).into()),
+            },
+            #[cfg(not(feature = "gpu"))]
+            DeviceChoice::Gpu => Err(intervene::Error::usage(
+                "--device gpu",
+                "this build has no GPU backend (built without the `gpu` feature); use --device cpu",
+            )
+            .into()),
+            #[cfg(feature = "gpu")]
+            DeviceChoice::Auto => match Gpu::new(AdapterPolicy::RealOnly) {
+                Ok(g) => {
+                    self.note(&format!("device: {}", g.describe()));
+                    Ok(Backend::Gpu(Box::new(g)))
+                }
+                Err(e) => {
+                    self.note(&format!("note: --device auto: {e}; using the CPU backend"));
+                    Ok(Backend::Cpu)
+                }
+            },
+            #[cfg(not(feature = "gpu"))]
+            DeviceChoice::Auto => Ok(Backend::Cpu),
+        }
+    }
+
+    /// A one-line message on stderr, unless `--quiet`.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    fn note(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+}
+
+/// The compute backend a command runs on.
+pub enum Backend {
+    Cpu,
+    #[cfg(feature = "gpu")]
+    Gpu(Box<Gpu>),
+}
+
+impl Backend {
     /// The backend name recorded in provenance.
-    pub fn device_name(&self) -> &'static str {
-        "cpu"
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Cpu => "cpu".into(),
+            #[cfg(feature = "gpu")]
+            Backend::Gpu(g) => format!("gpu:{}", g.info().name),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use intervene::model::Llama;
 use intervene::tokenizer::Tokenizer;
 use serde_json::json;
 
-use super::common::{print_json, GlobalOpts};
+use super::common::{print_json, Backend, GlobalOpts};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -26,7 +26,7 @@ pub struct GenerateArgs {
     pub json: bool,
 }
 
-pub fn run(a: GenerateArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
+pub fn run(a: GenerateArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let ckpt = Checkpoint::open(&a.dir)?;
     let tokenizer = Tokenizer::from_file(&a.dir.join(TOKENIZER_FILE))?;
     let prompt_ids = tokenizer.encode(&a.prompt, true)?;
@@ -35,8 +35,17 @@ pub fn run(a: GenerateArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     }
     let model = Llama::load(&ckpt)?;
     let stop: Vec<u32> = ckpt.config.eos_token_id.into_iter().collect();
+    let backend = g.backend()?;
     let start = std::time::Instant::now();
-    let ids = model.generate_greedy(&prompt_ids, a.max_tokens, &stop)?;
+    let ids = match &backend {
+        Backend::Cpu => model.generate_greedy(&prompt_ids, a.max_tokens, &stop)?,
+        #[cfg(feature = "gpu")]
+        Backend::Gpu(gpu) => intervene::model::GpuLlama::upload(gpu, &model)?.generate_greedy(
+            &prompt_ids,
+            a.max_tokens,
+            &stop,
+        )?,
+    };
     let seconds = start.elapsed().as_secs_f64();
     let text = tokenizer.decode(&ids, true)?;
     if a.json {
@@ -47,6 +56,7 @@ pub fn run(a: GenerateArgs, _g: &GlobalOpts) -> anyhow::Result<ExitCode> {
             "ids": ids,
             "text": text,
             "seconds": seconds,
+            "device": backend.name(),
         }))?;
     } else {
         println!("{text}");

@@ -9,6 +9,8 @@ mod block;
 mod config;
 mod forward;
 mod generate;
+#[cfg(feature = "gpu")]
+mod gpu_forward;
 mod hooks;
 mod layer_forward;
 mod linear;
@@ -19,6 +21,8 @@ mod weights;
 pub use config::{Llama3RopeScaling, LlamaConfig};
 pub use forward::{ForwardOutput, Logits};
 pub use generate::Decoder;
+#[cfg(feature = "gpu")]
+pub use gpu_forward::GpuLlama;
 pub use hooks::{Captures, Delta, DeltaSite, Hooks};
 pub use layer_forward::{embed_from_checkpoint, DecoderLayer, LayerContext};
 pub use weights::Llama;

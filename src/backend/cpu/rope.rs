@@ -74,6 +74,22 @@ impl RopeTable {
         }
     }
 
+    /// Writes the cos and sin of every frequency at `pos` (`[D/2]` each), the values `rotate`
+    /// uses, so another backend can rotate by exactly the same angles.
+    pub fn cos_sin_at(&self, pos: usize, cos: &mut [f32], sin: &mut [f32]) {
+        let h2 = self.inv_freq.len();
+        if pos < self.positions {
+            cos[..h2].copy_from_slice(&self.cos[pos * h2..(pos + 1) * h2]);
+            sin[..h2].copy_from_slice(&self.sin[pos * h2..(pos + 1) * h2]);
+        } else {
+            for i in 0..h2 {
+                let (s, c) = (pos as f64 * self.inv_freq[i]).sin_cos();
+                cos[i] = c as f32;
+                sin[i] = s as f32;
+            }
+        }
+    }
+
     /// Rotates every head of every row: `x` is `[M, heads * D]`, row r at position `pos[r]`.
     pub fn rotate_rows(&self, x: &mut [f32], pos: &[usize]) {
         let d = self.head_dim();

@@ -1,0 +1,122 @@
+//! Matmul throughput and whole-forward time on the GPU backend and on the CPU backend, for
+//! `bench/gpu.sh`. Shapes are `M x K x N` for `y[M, N] = x[M, K] W[N, K]^T`: 1024^3 and the
+//! SmolLM2-135M MLP shapes 512x576x1536 and 512x1536x576 (plus 4096^3 on a hardware adapter).
+//! Forward: SmolLM2-135M-sized random weights, a 128-token prefill with last-position logits.
+//!
+//! Run: `cargo run --release --example gpu_bench [-- --quick]`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use intervene::backend::cpu::matmul::linear as cpu_linear;
+use intervene::backend::gpu::ops::matmul::linear as gpu_linear;
+use intervene::backend::gpu::{AdapterPolicy, Gpu, GpuTensor};
+use intervene::backend::Tensor;
+use intervene::model::{GpuLlama, Hooks, Llama, LlamaConfig, Logits};
+
+fn random(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// Median seconds of `reps` runs after one warm-up.
+fn median(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+const SMOLLM2: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"llama",
+ "vocab_size":49152,"hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,
+ "num_attention_heads":9,"num_key_value_heads":3,"rms_norm_eps":1e-5,"rope_theta":100000.0,
+ "max_position_embeddings":8192,"tie_word_embeddings":true}"#;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let gpu = Gpu::new(AdapterPolicy::Any)?;
+    println!("adapter: {}", gpu.describe());
+    println!("tuning: {:?}", gpu.tuning());
+    println!("cpu threads: {}", rayon::current_num_threads());
+    let mut shapes = vec![(1024, 1024, 1024), (512, 576, 1536), (512, 1536, 576)];
+    if !gpu.is_software() {
+        shapes.push((4096, 4096, 4096));
+    }
+    let reps = if quick { 3 } else { 7 };
+    println!("| M x K x N | CPU GFLOP/s | GPU GFLOP/s | GPU ms |");
+    println!("|---|---|---|---|");
+    for &(m, k, n) in &shapes {
+        let x = random(m * k, 1, 1.0);
+        let w = random(n * k, 2, 0.05);
+        let flops = 2.0 * (m * n * k) as f64;
+        let mut y = vec![0.0f32; m * n];
+        let cpu = median(reps, || cpu_linear(&x, &w, None, &mut y, m, k, n, false));
+        let gx = GpuTensor::upload(&gpu, &[m, k], &x)?;
+        let gw = GpuTensor::upload(&gpu, &[n, k], &w)?;
+        let gy = GpuTensor::zeros(&gpu, &[m, n])?;
+        gpu.sync()?;
+        let g = median(reps, || {
+            gpu_linear(&gpu, &gx, &gw, None, &gy, false).expect("gpu linear");
+            gpu.sync().expect("sync");
+        });
+        println!(
+            "| {m} x {k} x {n} | {:.1} | {:.1} | {:.2} |",
+            flops / cpu / 1e9,
+            flops / g / 1e9,
+            g * 1e3
+        );
+    }
+
+    let cfg = LlamaConfig::from_json_bytes(SMOLLM2.as_bytes(), Path::new("smollm2"))?;
+    let tensors: BTreeMap<String, Tensor> = cfg
+        .expected_tensors()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let numel: usize = shape.iter().product();
+            let scale = if shape.len() == 1 {
+                1.0
+            } else {
+                1.0 / (shape[1] as f32).sqrt()
+            };
+            let t = Tensor::new(shape, random(numel, i as u64 + 1, scale)).expect("shape");
+            (name, t)
+        })
+        .collect();
+    let model = Llama::from_tensors(cfg, tensors)?;
+    let prompt: Vec<u32> = (0..128u32).map(|i| (i * 7919) % 49152).collect();
+    let freps = if quick { 1 } else { 3 };
+    let cpu = median(freps, || {
+        model
+            .forward(&[&prompt], Logits::Last, &Hooks::default())
+            .expect("cpu forward");
+    });
+    let on_gpu = GpuLlama::upload(&gpu, &model)?;
+    let g = median(freps, || {
+        on_gpu
+            .logits(&[&prompt], Logits::Last)
+            .expect("gpu forward");
+    });
+    println!(
+        "forward, SmolLM2-135M shapes, 128-token prefill: CPU {:.1} ms ({:.0} tok/s), GPU {:.1} ms ({:.0} tok/s)",
+        cpu * 1e3,
+        128.0 / cpu,
+        g * 1e3,
+        128.0 / g
+    );
+    Ok(())
+}

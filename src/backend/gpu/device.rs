@@ -1,0 +1,230 @@
+//! Adapter selection and device setup. Backends are restricted to Vulkan, Metal and DX12: with
+//! GL enabled, wgpu silently falls back to it when Vulkan is missing, and a CI that meant to
+//! test lavapipe would pass on something else. The device is opened with the adapter's own
+//! limits, since WebGPU's defaults cap buffers at 256 MiB.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::pipeline::PipelineCache;
+use super::{GpuError, GpuResult};
+
+/// Which adapters are acceptable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterPolicy {
+    /// A hardware adapter only (`--device auto`): a software rasteriser such as lavapipe is
+    /// about 10x slower than the CPU backend on the same cores, so it must not be chosen
+    /// behind the user's back.
+    RealOnly,
+    /// Any adapter, software included (`--device gpu`, tests, benchmarks).
+    Any,
+}
+
+/// Workgroup and tile sizes, chosen per adapter: the shapes that run fast on a software
+/// rasteriser (big per-invocation blocks, tiny workgroups) are not the ones that run fast on
+/// hardware, so neither is baked into the shaders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Matmul: invocations per workgroup, then output rows and columns per invocation.
+    pub mm_wg: u32,
+    pub mm_tm: u32,
+    pub mm_tn: u32,
+    /// Invocations per workgroup for elementwise kernels and row reductions.
+    pub wg: u32,
+}
+
+impl Tuning {
+    fn for_adapter(kind: wgpu::DeviceType) -> Tuning {
+        let mut t = match kind {
+            // llvmpipe runs 8 invocations per SIMD vector and turns every per-lane load into
+            // a gather: large register blocks and one-vector workgroups win there
+            // (../shared/reference/wgpu-on-cpu.md, section 3).
+            wgpu::DeviceType::Cpu => Tuning {
+                mm_wg: 8,
+                mm_tm: 8,
+                mm_tn: 8,
+                wg: 64,
+            },
+            _ => Tuning {
+                mm_wg: 64,
+                mm_tm: 4,
+                mm_tn: 4,
+                wg: 256,
+            },
+        };
+        // `INTERVENE_GPU_MATMUL=wg,tm,tn` overrides the matmul shape, for tuning on a new card.
+        if let Ok(s) = std::env::var("INTERVENE_GPU_MATMUL") {
+            let v: Vec<u32> = s.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+            if let [wg, tm, tn] = v[..] {
+                if (1..=256).contains(&wg) && (1..=16).contains(&tm) && (1..=16).contains(&tn) {
+                    t.mm_wg = wg;
+                    t.mm_tm = tm;
+                    t.mm_tn = tn;
+                }
+            }
+        }
+        t
+    }
+}
+
+/// An open device with its queue, limits, tuning and pipeline cache.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    pub(crate) tuning: Tuning,
+    pub(crate) pipelines: PipelineCache,
+    /// Largest byte size of one buffer chunk: the smaller of the binding and buffer limits,
+    /// lowered by tests so that chunking runs on small tensors.
+    chunk_bytes: AtomicU64,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gpu({})", self.describe())
+    }
+}
+
+/// Ranks adapter types: hardware first, discrete before integrated; software last.
+fn rank(kind: wgpu::DeviceType) -> u8 {
+    match kind {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+impl Gpu {
+    /// Opens the best adapter the policy allows.
+    pub fn new(policy: AdapterPolicy) -> GpuResult<Gpu> {
+        let backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12;
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+        desc.backends = backends;
+        let instance = wgpu::Instance::new(desc);
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        let seen: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.device_type, i.backend)
+            })
+            .collect();
+        adapters.retain(|a| {
+            policy == AdapterPolicy::Any || a.get_info().device_type != wgpu::DeviceType::Cpu
+        });
+        adapters.sort_by_key(|a| rank(a.get_info().device_type));
+        let Some(adapter) = adapters.into_iter().next() else {
+            return Err(GpuError::NoAdapter(if seen.is_empty() {
+                "no Vulkan, Metal or DX12 adapter found (on Debian, `apt-get install \
+                 mesa-vulkan-drivers libvulkan1` provides a software one)"
+                    .into()
+            } else {
+                format!(
+                    "only software adapters found ({}); --device gpu accepts them",
+                    seen.join(", ")
+                )
+            }));
+        };
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("intervene"),
+            required_features: wgpu::Features::empty(),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| GpuError::Device {
+            adapter: info.name.clone(),
+            msg: e.to_string(),
+        })?;
+        // wgpu's default handler panics on errors raised outside an error scope; every op runs
+        // inside one (`Gpu::scoped`), so anything reaching here is logged, not fatal.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| eprintln!("wgpu: {e}")));
+        let chunk_bytes = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
+        Ok(Gpu {
+            tuning: Tuning::for_adapter(info.device_type),
+            pipelines: PipelineCache::default(),
+            device,
+            queue,
+            info,
+            limits,
+            chunk_bytes: AtomicU64::new(chunk_bytes),
+        })
+    }
+
+    /// `name (type, backend)`, for notes and provenance.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.device_type, self.info.backend
+        )
+    }
+
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
+    }
+
+    /// Whether the adapter is a software rasteriser.
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Lowers the chunk size (tests: exercise chunking on small tensors).
+    /// Tensors uploaded afterwards use the new size; existing ones keep their chunks.
+    pub fn set_chunk_bytes(&self, bytes: u64) {
+        self.chunk_bytes
+            .store(bytes.clamp(4, self.max_chunk_bytes()), Ordering::Relaxed);
+    }
+
+    /// The adapter's own chunk bound: the smaller of the binding and buffer limits.
+    pub fn max_chunk_bytes(&self) -> u64 {
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
+    }
+
+    pub(crate) fn chunk_bytes(&self) -> u64 {
+        self.chunk_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes, turning what wgpu reports
+    /// into an error for `op` instead of a panic.
+    pub(crate) fn scoped<T>(&self, op: &'static str, f: impl FnOnce() -> T) -> GpuResult<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        match v.or(o) {
+            Some(e) => Err(GpuError::Wgpu {
+                op,
+                msg: e.to_string(),
+            }),
+            None => Ok(out),
+        }
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn sync(&self) -> GpuResult<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| GpuError::Wgpu {
+                op: "sync",
+                msg: e.to_string(),
+            })
+    }
+}

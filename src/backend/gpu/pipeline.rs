@@ -1,0 +1,199 @@
+//! Compiled kernels, cached under an explicit key: the shader family, the entry point and the
+//! specialisation values substituted into the WGSL (`{{NAME}}` placeholders; WGSL override
+//! constants cannot size private arrays, which the register-blocked kernels need). Also the
+//! one launch helper every op uses, so bind-group and uniform handling live in one place.
+//! `INTERVENE_DUMP_WGSL=1` prints each final shader text to stderr when it is compiled.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use super::device::Gpu;
+use super::dispatch::{grid, groups_for};
+use super::{GpuError, GpuResult};
+
+/// A kernel family: one `.wgsl` file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    Matmul,
+    Rmsnorm,
+    Rope,
+    Attention,
+    Swiglu,
+    Embedding,
+    Elementwise,
+    Reduce,
+    Xtx,
+}
+
+impl Shader {
+    fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Shader::Rmsnorm => include_str!("../../../shaders/rmsnorm.wgsl"),
+            Shader::Rope => include_str!("../../../shaders/rope.wgsl"),
+            Shader::Attention => include_str!("../../../shaders/attention.wgsl"),
+            Shader::Swiglu => include_str!("../../../shaders/swiglu.wgsl"),
+            Shader::Embedding => include_str!("../../../shaders/embedding.wgsl"),
+            Shader::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
+            Shader::Reduce => include_str!("../../../shaders/reduce.wgsl"),
+            Shader::Xtx => include_str!("../../../shaders/xtx.wgsl"),
+        }
+    }
+}
+
+/// What makes two compiled kernels different.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelKey {
+    pub shader: Shader,
+    pub entry: &'static str,
+    /// `{{NAME}}` -> value; every kernel has at least `WG`, its workgroup size.
+    pub subs: Vec<(&'static str, u32)>,
+}
+
+#[derive(Default)]
+pub struct PipelineCache {
+    map: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
+}
+
+/// The shader text with its placeholders filled in.
+fn specialise(key: &KernelKey) -> GpuResult<String> {
+    let mut src = key.shader.source().to_string();
+    for (name, value) in &key.subs {
+        src = src.replace(&format!("{{{{{name}}}}}"), &value.to_string());
+    }
+    if let Some(at) = src.find("{{") {
+        let end = src[at..].find("}}").map_or(src.len(), |e| at + e + 2);
+        return Err(GpuError::shape(
+            "pipeline",
+            format!(
+                "{:?} has an unfilled placeholder {}",
+                key.shader,
+                &src[at..end]
+            ),
+        ));
+    }
+    Ok(src)
+}
+
+impl Gpu {
+    /// The pipeline for `key`, compiled on first use.
+    pub(crate) fn pipeline(&self, key: &KernelKey) -> GpuResult<Arc<wgpu::ComputePipeline>> {
+        // A poisoned lock only means another thread panicked mid-insert; the map is still valid.
+        let mut map = self.pipelines.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = map.get(key) {
+            return Ok(p.clone());
+        }
+        let src = specialise(key)?;
+        if std::env::var_os("INTERVENE_DUMP_WGSL").is_some() {
+            eprintln!("// ---- {key:?}\n{src}");
+        }
+        let pipeline = self.scoped("pipeline", || {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(key.entry),
+                    source: wgpu::ShaderSource::Wgsl(src.into()),
+                });
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(key.entry),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(key.entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+        })?;
+        let p = Arc::new(pipeline);
+        map.insert(key.clone(), p.clone());
+        Ok(p)
+    }
+
+    /// Runs `key` over `invocations` work items (`per_group` per workgroup): `buffers` are
+    /// bound at 0..n in order, and `meta` (the op's uniform struct as bytes) at n.
+    pub(crate) fn launch(
+        &self,
+        op: &'static str,
+        key: &KernelKey,
+        buffers: &[&wgpu::Buffer],
+        meta: &[u8],
+        workgroups: u64,
+    ) -> GpuResult<()> {
+        if workgroups == 0 {
+            return Ok(());
+        }
+        let g = grid(
+            workgroups,
+            self.limits().max_compute_workgroups_per_dimension,
+        )?;
+        let pipeline = self.pipeline(key)?;
+        self.scoped(op, || {
+            let uniform = self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(op),
+                    contents: meta,
+                    usage: wgpu::BufferUsages::UNIFORM,
+                });
+            let mut entries: Vec<wgpu::BindGroupEntry> = buffers
+                .iter()
+                .enumerate()
+                .map(|(i, b)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource: b.as_entire_binding(),
+                })
+                .collect();
+            entries.push(wgpu::BindGroupEntry {
+                binding: buffers.len() as u32,
+                resource: uniform.as_entire_binding(),
+            });
+            let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(op),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            });
+            let mut enc = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(op) });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(op),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(g.x, g.y, g.z);
+            }
+            self.queue.submit([enc.finish()]);
+        })
+    }
+}
+
+/// Workgroups for `items` invocations with workgroup size `wg` (re-exported for ops).
+pub(crate) fn groups(items: usize, wg: u32) -> u64 {
+    groups_for(items as u64, wg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specialise_fills_and_rejects_missing_placeholders() {
+        let key = KernelKey {
+            shader: Shader::Elementwise,
+            entry: "add",
+            subs: vec![("WG", 64)],
+        };
+        let src = specialise(&key).unwrap();
+        assert!(src.contains("@workgroup_size(64)") && !src.contains("{{"));
+        let bad = KernelKey {
+            shader: Shader::Elementwise,
+            entry: "add",
+            subs: vec![],
+        };
+        assert!(specialise(&bad).unwrap_err().to_string().contains("{{WG}}"));
+    }
+}
