@@ -15,7 +15,8 @@ use crate::backend::cpu::softmax::softmax_inplace;
 fn split_lens<'a>(mut buf: &'a mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&'a mut [f32]> {
     let mut out = Vec::new();
     for len in lens {
-        let (head, tail) = std::mem::take(&mut buf).split_at_mut(len.min(buf.len()));
+        let n = len.min(buf.len());
+        let (head, tail) = std::mem::take(&mut buf).split_at_mut(n);
         out.push(head);
         buf = tail;
     }

@@ -152,13 +152,13 @@ impl LoraAdapter {
     /// `W[out, in] += scale * B A`.
     pub fn merge_into(&self, w: &mut [f32]) {
         let mut ba = vec![0.0; self.out * self.inp];
-        // (B A)[o, i] = sum_k B[o, k] A[k, i]: A^T read as an [in, r] matrix via strides.
+        // (B A)[o, i] = sum_k B[o, k] A[k, i]: both row-major, no transposes.
         super::linear::matmul(
             &mut ba,
             &self.b,
             (self.rank, 1),
             &self.a,
-            (1, self.inp),
+            (self.inp, 1),
             self.out,
             self.rank,
             self.inp,

@@ -67,6 +67,7 @@ mod tests {
         let gu = [-1e30f32, 1e30, 2.0, 3.0];
         let mut dgu = [0.0f32; 4];
         swiglu_backward(&[1.0, 1.0], &gu, &mut dgu, 2);
-        assert_eq!(dgu, [0.0, 2.0, -0.0, 1e30]);
+        // Rows are [gate | up]: d_gate = [0, up = 3], d_up = [0, gate = 1e30].
+        assert_eq!(dgu, [0.0, 3.0, 0.0, 1e30]);
     }
 }
