@@ -100,6 +100,7 @@ fn rows(v: &Value) -> Vec<(usize, usize)> {
 fn check_loss(what: &str, ours: f64, theirs: &Value) {
     let theirs = theirs.as_f64().expect("loss");
     let rel = (ours - theirs).abs() / theirs.abs().max(1e-12);
+    eprintln!("{what}: loss {ours:.8} vs PyTorch {theirs:.8}, rel {rel:.1e}");
     assert!(
         rel <= LOSS_REL,
         "{what}: loss {ours} vs PyTorch {theirs} (rel {rel:e})"
@@ -130,9 +131,15 @@ fn check_grads(
             want.iter().any(|&g| g != 0.0),
             "{case}: `{name}`: all-zero golden proves nothing"
         );
-        GRAD_GOLDEN
+        let stats = GRAD_GOLDEN
             .check(&format!("{case}: {name}"), ours, &want)
             .unwrap();
+        let scale = want.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+        // Shown with `--nocapture`: how close, not only that it passed.
+        eprintln!(
+            "{case}: {name}: max |diff| {:.2e} (max |grad| {scale:.2e})",
+            stats.max_abs
+        );
     }
 }
 
@@ -283,6 +290,7 @@ fn ten_adamw_steps_with_clipping_follow_pytorchs_loss_curve() {
         tr.clip_grad_norm(case["max_grad_norm"].as_f64().unwrap() as f32);
         tr.step(&mut opt).unwrap();
         let rel = (loss - w).abs() / w.abs();
+        eprintln!("adamw step {step}: loss {loss:.8} vs {w:.8}, rel {rel:.1e}");
         assert!(
             rel <= CURVE_REL,
             "step {step}: loss {loss} vs PyTorch {w} (rel {rel:e})"
