@@ -197,13 +197,13 @@ mod tests {
 
     #[test]
     fn clipping_follows_torch() {
-        let (mut a, mut b) = (vec![3.0f32], vec![4.0f32]);
+        let (mut a, mut b) = ([3.0f32], [4.0f32]);
         let norm = clip_grad_norm([&mut a[..], &mut b[..]], 1.0);
         assert_eq!(norm, 5.0);
         assert!(
             (a[0] - 3.0 / (5.0 + 1e-6)).abs() < 1e-7 && (b[0] - 4.0 / (5.0 + 1e-6)).abs() < 1e-7
         );
-        let mut c = vec![0.1f32];
+        let mut c = [0.1f32];
         clip_grad_norm([&mut c[..]], 1.0);
         assert_eq!(c[0], 0.1);
     }

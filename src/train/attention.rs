@@ -12,7 +12,7 @@ use crate::backend::cpu::softmax::softmax_inplace;
 
 /// Splits `buf` into consecutive chunks of the given lengths (the last may be short if the
 /// lengths overrun, which the callers' shape checks rule out).
-fn split_lens<'a>(mut buf: &'a mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&'a mut [f32]> {
+fn split_lens(mut buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
     let mut out = Vec::new();
     for len in lens {
         let n = len.min(buf.len());

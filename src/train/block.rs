@@ -75,6 +75,8 @@ fn columns(y: &[f32], width: usize, col0: usize, out: usize) -> Vec<f32> {
 }
 
 /// Applies the adapters on projections `projs` reading `input` to the fused output `y`.
+// The fused output's layout (width) and the adapters' saved products are distinct inputs.
+#[allow(clippy::too_many_arguments)]
 fn lora_forward(
     adapters: &[&LoraAdapter],
     projs: &[Proj],
@@ -292,6 +294,8 @@ fn lora_backward(
 
 /// Given `dx` = the gradient at block `l`'s output, accumulates the gradients of the trained
 /// tensors of this block into `grads` and leaves in `dx` the gradient at its input.
+// The block's saved state (input, activations, rows, adapters) and the two gradient sinks.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn block_backward(
     model: &Llama,
     l: usize,
