@@ -9,6 +9,8 @@ pub mod error;
 pub mod interventions;
 pub mod linalg;
 pub mod model;
+pub mod optim;
 pub mod tokenizer;
+pub mod train;
 
 pub use error::{Error, Result};

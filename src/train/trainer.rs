@@ -1,0 +1,333 @@
+//! `Trainer`: a forward with activation checkpointing at layer boundaries (each trained
+//! layer's input is kept; its activations are recomputed during the backward), the loss, the
+//! backward down to the lowest layer that needs it, and the optimiser step on the trainable
+//! set only.
+
+use std::collections::BTreeMap;
+
+use crate::backend::cpu::attention::KeySpan;
+use crate::backend::cpu::embedding::embed;
+use crate::error::{Error, Result};
+use crate::model::Llama;
+use crate::optim::{clip_grad_norm, Adam};
+
+use super::block::{block_backward, block_forward, Rows};
+use super::embedding::embedding_backward;
+use super::head::{head_loss_backward, RowLoss};
+use super::loss::mse::mse;
+use super::loss::{LossTerm, Objective};
+use super::params::{weight_mut, TrainableSet};
+use super::rope::Rotary;
+
+const KIND: &str = "training objective";
+
+/// Trains a set of tensors of a model. Gradients accumulate over `forward_backward` calls
+/// until `zero_grad` (gradient accumulation); `step` applies an optimiser to them.
+pub struct Trainer<'m> {
+    model: &'m mut Llama,
+    set: TrainableSet,
+    grads: BTreeMap<String, Vec<f32>>,
+}
+
+/// A packed batch: sequence b is rows `offsets[b]..offsets[b+1]`.
+struct Packed {
+    tokens: Vec<u32>,
+    offsets: Vec<usize>,
+    pos: Vec<usize>,
+    spans: Vec<KeySpan>,
+}
+
+impl Packed {
+    fn row(&self, seq: usize, pos: usize) -> Result<usize> {
+        match (self.offsets.get(seq), self.offsets.get(seq + 1)) {
+            (Some(&a), Some(&b)) if a + pos < b => Ok(a + pos),
+            _ => Err(Error::usage(
+                KIND,
+                format!("position ({seq}, {pos}) is outside the batch"),
+            )),
+        }
+    }
+}
+
+impl<'m> Trainer<'m> {
+    /// Checks the set against the model and allocates one gradient buffer per trained tensor.
+    pub fn new(model: &'m mut Llama, set: TrainableSet) -> Result<Trainer<'m>> {
+        let shapes = set.grad_shapes(&model.config)?;
+        for w in &set.weights {
+            weight_mut(model, w)?;
+        }
+        let grads = shapes
+            .into_iter()
+            .map(|(n, len)| (n, vec![0.0; len]))
+            .collect();
+        Ok(Trainer { model, set, grads })
+    }
+
+    pub fn model(&self) -> &Llama {
+        self.model
+    }
+
+    pub fn trainable(&self) -> &TrainableSet {
+        &self.set
+    }
+
+    /// The accumulated gradient of every trained tensor, by name (weights by their Hugging
+    /// Face names, adapters as `<module>.lora_A.weight` / `.lora_B.weight`, deltas by theirs).
+    pub fn grads(&self) -> &BTreeMap<String, Vec<f32>> {
+        &self.grads
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.grads.values_mut().for_each(|g| g.fill(0.0));
+    }
+
+    fn pack<S: AsRef<[u32]>>(&self, batch: &[S]) -> Result<Packed> {
+        self.model.check_tokens(batch)?;
+        let mut p = Packed {
+            tokens: batch.iter().flat_map(|s| s.as_ref()).copied().collect(),
+            offsets: vec![0],
+            pos: Vec::new(),
+            spans: Vec::new(),
+        };
+        for s in batch {
+            let start = p.offsets[p.offsets.len() - 1];
+            for t in 0..s.as_ref().len() {
+                p.pos.push(t);
+                p.spans.push(KeySpan { start, len: t + 1 });
+            }
+            p.offsets.push(start + s.as_ref().len());
+        }
+        Ok(p)
+    }
+
+    /// The loss of `objective` on `batch` with the current parameters, adding its gradient
+    /// to the accumulated gradients.
+    pub fn forward_backward<S: AsRef<[u32]>>(
+        &mut self,
+        batch: &[S],
+        objective: &Objective,
+    ) -> Result<f64> {
+        let model: &Llama = self.model;
+        let cfg = &model.config;
+        let (c, v, n_layers) = (cfg.hidden_size, cfg.vocab_size, cfg.num_hidden_layers);
+        let p = self.pack(batch)?;
+        let n = p.tokens.len();
+        if objective.terms.is_empty() {
+            return Err(Error::usage(KIND, "no loss terms"));
+        }
+
+        // Resolve the terms to rows before any work, so a bad position fails early.
+        let mut head_rows: BTreeMap<usize, RowLoss> = BTreeMap::new();
+        let mut mse_at: BTreeMap<usize, Vec<(f32, &super::loss::MseTarget)>> = BTreeMap::new();
+        for (wt, term) in &objective.terms {
+            match term {
+                LossTerm::CrossEntropy(targets) => {
+                    for t in targets {
+                        if t.token as usize >= v {
+                            return Err(Error::usage(
+                                KIND,
+                                format!("target token {} is outside the vocabulary", t.token),
+                            ));
+                        }
+                        let r = p.row(t.seq, t.pos)?;
+                        head_rows
+                            .entry(r)
+                            .or_default()
+                            .ce
+                            .push((t.token, wt * t.weight));
+                    }
+                }
+                LossTerm::Kl {
+                    rows,
+                    init_log_probs,
+                } => {
+                    if init_log_probs.len() != rows.len() * v || rows.is_empty() {
+                        return Err(Error::usage(
+                            KIND,
+                            format!(
+                                "KL: {} rows need {} frozen log-probabilities, got {}",
+                                rows.len(),
+                                rows.len() * v,
+                                init_log_probs.len()
+                            ),
+                        ));
+                    }
+                    let per_row = wt / rows.len() as f32;
+                    for (i, &(s, q)) in rows.iter().enumerate() {
+                        let r = p.row(s, q)?;
+                        head_rows
+                            .entry(r)
+                            .or_default()
+                            .kl
+                            .push((&init_log_probs[i * v..(i + 1) * v], per_row));
+                    }
+                }
+                LossTerm::HiddenMse { layer, target } => {
+                    if *layer >= n_layers || !target.fits(n, c) {
+                        return Err(Error::usage(KIND, format!("MSE at layer {layer}: no such layer, or the target does not fit {n} rows of {c}")));
+                    }
+                    mse_at.entry(*layer).or_default().push((*wt, target));
+                }
+            }
+        }
+        for d in &self.set.deltas {
+            for &(s, q) in &d.rows {
+                p.row(s, q)?;
+            }
+        }
+
+        let top = if objective.needs_head() {
+            n_layers - 1
+        } else {
+            mse_at.keys().next_back().copied().unwrap_or(0)
+        };
+        let (lowest, train_embed) = self.set.lowest_layer(cfg);
+        // The loop below also visits layers under `lowest` that only collect delta gradients
+        // or inject MSE gradients (they run no backward).
+        let bottom = self
+            .set
+            .deltas
+            .iter()
+            .map(|d| d.layer)
+            .chain(mse_at.keys().copied())
+            .fold(lowest, usize::min);
+        let max_len = p.pos.iter().max().map_or(1, |&m| m + 1);
+        let rot = Rotary::new(cfg, max_len);
+        let rows = Rows {
+            pos: &p.pos,
+            spans: &p.spans,
+            rot: &rot,
+        };
+        let adapters = |l: usize| -> Vec<&super::lora::LoraAdapter> {
+            self.set.lora.iter().filter(|a| a.layer == l).collect()
+        };
+
+        // Forward, keeping the input of every layer the backward will recompute.
+        let mut x = vec![0.0f32; n * c];
+        embed(&model.embed, c, &p.tokens, &mut x);
+        let mut checkpoints: Vec<Vec<f32>> = Vec::new();
+        let mut loss = 0.0f64;
+        let mut injected: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
+        for l in 0..=top {
+            if l >= lowest {
+                checkpoints.push(x.clone());
+            }
+            block_forward(model, l, &mut x, &rows, &adapters(l), false);
+            self.add_deltas(l, &p, &mut x);
+            if let Some(terms) = mse_at.get(&l) {
+                let mut g = vec![0.0f32; n * c];
+                for &(wt, target) in terms {
+                    loss += mse(&x, c, target, wt, &mut g);
+                }
+                injected.insert(l, g);
+            }
+        }
+
+        // Backward from the head (or the MSE layers) down.
+        let mut dx = vec![0.0f32; n * c];
+        if objective.needs_head() {
+            loss += head_loss_backward(model, &x, &head_rows, &mut dx, &mut self.grads);
+        }
+        drop(x);
+        for l in (bottom..=top).rev() {
+            if let Some(g) = injected.remove(&l) {
+                dx.iter_mut().zip(&g).for_each(|(a, b)| *a += b);
+            }
+            for d in &self.set.deltas {
+                if d.layer == l {
+                    if let Some(g) = self.grads.get_mut(&d.name) {
+                        for &(s, q) in &d.rows {
+                            let r = p.row(s, q)?;
+                            g.iter_mut()
+                                .zip(&dx[r * c..(r + 1) * c])
+                                .for_each(|(a, b)| *a += b);
+                        }
+                    }
+                }
+            }
+            if l < lowest {
+                continue;
+            }
+            let Some(x_in) = checkpoints.pop() else { break };
+            let ads = adapters(l);
+            let mut xr = x_in.clone();
+            let acts = block_forward(model, l, &mut xr, &rows, &ads, true);
+            drop(xr);
+            if let Some(acts) = acts {
+                block_backward(
+                    model,
+                    l,
+                    &x_in,
+                    &acts,
+                    &mut dx,
+                    &rows,
+                    &ads,
+                    &mut self.grads,
+                );
+            }
+        }
+        if train_embed && lowest == 0 {
+            if let Some(g) = self.grads.get_mut("model.embed_tokens.weight") {
+                embedding_backward(&dx, &p.tokens, c, g);
+            }
+        }
+        Ok(loss)
+    }
+
+    /// The loss alone (no gradient), e.g. to evaluate after the last step.
+    pub fn loss<S: AsRef<[u32]>>(&mut self, batch: &[S], objective: &Objective) -> Result<f64> {
+        let saved = self.grads.clone();
+        let loss = self.forward_backward(batch, objective);
+        self.grads = saved;
+        loss
+    }
+
+    fn add_deltas(&self, l: usize, p: &Packed, x: &mut [f32]) {
+        let c = self.model.config.hidden_size;
+        for d in self.set.deltas.iter().filter(|d| d.layer == l) {
+            for &(s, q) in &d.rows {
+                // Rows were checked against the batch in `forward_backward`.
+                if let Ok(r) = p.row(s, q) {
+                    x[r * c..(r + 1) * c]
+                        .iter_mut()
+                        .zip(&d.vector)
+                        .for_each(|(a, b)| *a += b);
+                }
+            }
+        }
+    }
+
+    /// Scales the accumulated gradients so their global L2 norm is at most `max_norm`
+    /// (torch's `clip_grad_norm_`); returns the norm before clipping.
+    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
+        clip_grad_norm(self.grads.values_mut().map(|g| &mut g[..]), max_norm)
+    }
+
+    /// One optimiser step on every trained tensor with its accumulated gradient.
+    pub fn step(&mut self, opt: &mut Adam) -> Result<()> {
+        opt.begin_step();
+        for w in &self.set.weights {
+            let g = &self.grads[w];
+            opt.update(w, weight_mut(self.model, w)?, g)?;
+        }
+        for ad in &mut self.set.lora {
+            let [na, nb] = ad.names();
+            opt.update(&na, &mut ad.a, &self.grads[&na])?;
+            opt.update(&nb, &mut ad.b, &self.grads[&nb])?;
+        }
+        for d in &mut self.set.deltas {
+            opt.update(&d.name, &mut d.vector, &self.grads[&d.name])?;
+        }
+        Ok(())
+    }
+
+    /// Ends training: merges every LoRA adapter into its weight (`W += (alpha/r) B A`) and
+    /// returns the trained set (adapters and deltas with their final values).
+    pub fn finish(self) -> Result<TrainableSet> {
+        for ad in &self.set.lora {
+            let name = format!("{}.weight", ad.module);
+            ad.merge_into(weight_mut(self.model, &name)?);
+        }
+        Ok(self.set)
+    }
+}
