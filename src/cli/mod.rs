@@ -3,6 +3,7 @@
 //! codes (DESIGN.md: 0 success, 1 a check failed, 2 usage or input error).
 
 mod common;
+mod eval;
 mod generate;
 mod import;
 mod inspect;
@@ -40,6 +41,9 @@ enum Command {
     /// Recompute a checkpoint's id from its weights and check its provenance chain; exit 1 on
     /// any mismatch.
     Verify(verify::VerifyArgs),
+    /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
+    /// accuracy, or perplexity) and record the result in its provenance.
+    Eval(eval::EvalArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -56,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a, &cli.global),
         Command::Inspect(a) => inspect::run(a, &cli.global),
         Command::Verify(a) => verify::run(a, &cli.global),
+        Command::Eval(a) => eval::run(a, &cli.global),
     });
     match result {
         Ok(code) => code,
