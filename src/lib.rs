@@ -6,6 +6,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod interventions;
 pub mod linalg;
 pub mod model;

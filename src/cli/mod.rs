@@ -4,6 +4,7 @@
 
 mod common;
 mod compress;
+mod eval;
 mod generate;
 mod import;
 mod inspect;
@@ -54,6 +55,9 @@ enum Command {
     Wanda(compress::CompressArgs),
     /// SparseGPT pruning with OBS weight updates (calibrated).
     Sparsegpt(compress::CompressArgs),
+    /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
+    /// accuracy, or perplexity) and record the result in its provenance.
+    Eval(eval::EvalArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -76,6 +80,7 @@ pub fn main() -> ExitCode {
         Command::Magnitude(a) => compress::run(Method::Magnitude, a, &cli.global),
         Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
         Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
+        Command::Eval(a) => eval::run(a, &cli.global),
     });
     match result {
         Ok(code) => code,
