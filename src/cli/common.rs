@@ -45,6 +45,12 @@ impl GlobalOpts {
         Ok(())
     }
 
+    /// The backend recorded in provenance by commands that run only on the CPU backend so far
+    /// (compression and evaluation); `generate` resolves `--device` through `backend()`.
+    pub fn device_name(&self) -> &'static str {
+        "cpu"
+    }
+
     /// Resolves `--device` for a command that computes. Commands that only read or write
     /// files never call this, so they never touch wgpu. `gpu` takes any adapter (software
     /// ones included) and fails with exit 2 when there is none; `auto` takes a hardware

@@ -91,7 +91,7 @@ pub fn run(a: EvalArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let tok = Tokenizer::from_file(a.dir.join(TOKENIZER_FILE))?;
     let start = Instant::now();
     let data_path = a.data.display().to_string();
-    let (outcome, mut extra_inputs) = match a.task {
+    let (outcome, extra_inputs) = match a.task {
         Task::Edit => (run_edit(&a, &ckpt, &tok, g.quiet)?, Vec::new()),
         Task::Mc => {
             let qs = read_mc(&a.data)?;
@@ -131,7 +131,7 @@ pub fn run(a: EvalArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let mut settings = outcome.settings.clone();
     settings["device"] = json!(g.device_name());
     if !extra_inputs.is_empty() {
-        settings["inputs"] = json!(extra_inputs.drain(..).collect::<Vec<_>>());
+        settings["inputs"] = json!(extra_inputs);
     }
     if let Some(b) = &a.baseline {
         settings["baseline"] = json!(Checkpoint::open(b)?.provenance.map(|p| p.id));
