@@ -196,35 +196,14 @@ impl DecoderLayer {
         offsets: &[usize],
         hooks: &Hooks,
     ) -> Result<Captures> {
-        let cfg = &ctx.config;
-        let n = check_packed(hidden.len(), cfg.hidden_size, offsets)?;
-        let lens: Vec<usize> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
-        let plan = hooks.plan(cfg, &lens, offsets)?;
-        let (pos, spans) = packed_rows(offsets);
-        let kvd = cfg.num_key_value_heads * cfg.head_dim;
-        let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
-        let mut caps = Captures::default();
-        let rows = Rows {
-            pos: &pos,
-            spans: &spans,
-        };
-        let kv = KvSlot {
-            k: &mut k,
-            v: &mut v,
-            write_at: 0,
-        };
-        run_block(
+        run_one_layer(
             &ctx.block_ctx(),
             &self.layer,
             self.index,
             hidden,
-            &rows,
-            kv,
-            &mut Scratch::default(),
-            plan.layers.get(self.index),
-            &mut caps,
-        );
-        Ok(caps)
+            offsets,
+            hooks,
+        )
     }
 
     /// The self-attention module's output (o_proj output, no residual) for already-normed
@@ -301,40 +280,54 @@ impl Llama {
                 format!("{l} out of range ({} layers)", self.layers.len()),
             )
         })?;
-        let cfg = &self.config;
-        let n = check_packed(hidden.numel(), cfg.hidden_size, offsets)?;
-        let lens: Vec<usize> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
-        let plan = hooks.plan(cfg, &lens, offsets)?;
-        let (pos, spans) = packed_rows(offsets);
-        let kvd = cfg.num_key_value_heads * cfg.head_dim;
-        let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
-        let mut caps = Captures::default();
-        let rows = Rows {
-            pos: &pos,
-            spans: &spans,
-        };
-        let kv = KvSlot {
-            k: &mut k,
-            v: &mut v,
-            write_at: 0,
-        };
         let ctx = BlockCtx {
-            config: cfg,
+            config: &self.config,
             rope: &self.rope,
         };
-        run_block(
-            &ctx,
-            layer,
-            l,
-            hidden.data_mut(),
-            &rows,
-            kv,
-            &mut Scratch::default(),
-            plan.layers.get(l),
-            &mut caps,
-        );
-        Ok(caps)
+        run_one_layer(&ctx, layer, l, hidden.data_mut(), offsets, hooks)
     }
+}
+
+/// Runs decoder layer `index` alone on packed rows `hidden` (`[N, C]`, updated in place),
+/// with its own fresh key/value buffers: the one body behind [`DecoderLayer::forward`] and
+/// [`Llama::layer_forward`].
+fn run_one_layer(
+    ctx: &BlockCtx,
+    layer: &Layer,
+    index: usize,
+    hidden: &mut [f32],
+    offsets: &[usize],
+    hooks: &Hooks,
+) -> Result<Captures> {
+    let cfg = ctx.config;
+    let n = check_packed(hidden.len(), cfg.hidden_size, offsets)?;
+    let lens: Vec<usize> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
+    let plan = hooks.plan(cfg, &lens, offsets)?;
+    let (pos, spans) = packed_rows(offsets);
+    let kvd = cfg.num_key_value_heads * cfg.head_dim;
+    let (mut k, mut v) = (vec![0f32; n * kvd], vec![0f32; n * kvd]);
+    let mut caps = Captures::default();
+    let rows = Rows {
+        pos: &pos,
+        spans: &spans,
+    };
+    let kv = KvSlot {
+        k: &mut k,
+        v: &mut v,
+        write_at: 0,
+    };
+    run_block(
+        ctx,
+        layer,
+        index,
+        hidden,
+        &rows,
+        kv,
+        &mut Scratch::default(),
+        plan.layers.get(index),
+        &mut caps,
+    );
+    Ok(caps)
 }
 
 /// Embeds tokens straight from a checkpoint's memory map, one row at a time, so the
