@@ -11,6 +11,7 @@ pub mod interventions;
 pub mod linalg;
 pub mod model;
 pub mod optim;
+pub mod score;
 pub mod tokenizer;
 pub mod train;
 

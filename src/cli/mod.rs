@@ -8,6 +8,7 @@ mod eval;
 mod generate;
 mod import;
 mod inspect;
+mod score;
 mod verify;
 
 use std::process::ExitCode;
@@ -58,6 +59,12 @@ enum Command {
     /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
     /// accuracy, or perplexity) and record the result in its provenance.
     Eval(eval::EvalArgs),
+    /// Composability of two interventions from two lineages, one per order: order-free error
+    /// and order sensitivity per criterion (one DIR: each criterion before and after its
+    /// second step); exit 1 when the lineages do not compose the same pair.
+    Score(score::ScoreArgs),
+    /// A Markdown report of a composition sweep with E_OF/E_OS tables and SVG figures.
+    Report(score::ReportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +88,8 @@ pub fn main() -> ExitCode {
         Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
         Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
         Command::Eval(a) => eval::run(a, &cli.global),
+        Command::Score(a) => score::run(a, &cli.global),
+        Command::Report(a) => score::run_report(a, &cli.global),
     });
     match result {
         Ok(code) => code,
