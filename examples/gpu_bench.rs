@@ -3,7 +3,7 @@
 //! SmolLM2-135M MLP shapes 512x576x1536 and 512x1536x576 (plus 4096^3 on a hardware adapter).
 //! Forward: SmolLM2-135M-sized random weights, a 128-token prefill with last-position logits.
 //!
-//! Run: `cargo run --release --example gpu_bench [-- --quick]`.
+//! Run: `cargo run --release --example gpu_bench [-- --quick] [--matmul-only]`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -48,6 +48,7 @@ const SMOLLM2: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"lla
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
+    let matmul_only = std::env::args().any(|a| a == "--matmul-only");
     let gpu = Gpu::new(AdapterPolicy::Any)?;
     println!("adapter: {}", gpu.describe());
     println!("tuning: {:?}", gpu.tuning());
@@ -81,6 +82,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
+    if matmul_only {
+        return Ok(());
+    }
     let cfg = LlamaConfig::from_json_bytes(SMOLLM2.as_bytes(), Path::new("smollm2"))?;
     let tensors: BTreeMap<String, Tensor> = cfg
         .expected_tensors()

@@ -1,8 +1,11 @@
 // The linear layer y[M, N] (+)= x[M, K] . W[N, K]^T (+ bias), W in PyTorch's [out, in] layout.
 // Register-blocked: each invocation owns a TM x TN block of y and walks K four at a time, so
-// every loaded x and W value feeds TN (resp. TM) multiply-adds. No workgroup memory: on
-// software rasterisers it only adds barriers; on hardware, TM/TN/WG are the tuning knobs
-// (device.rs, `Tuning`). W may be one row chunk of a larger weight (rows n0..n0+n_len).
+// every loaded x and W value feeds TN (resp. TM) multiply-adds. The block is fully unrolled
+// (`//#unroll`, expanded on the host): its TM * TN accumulators are distinct scalars that
+// the driver can keep in registers, where an indexed private array would live in memory.
+// No workgroup memory: on software rasterisers it only adds barriers; on hardware, TM/TN/WG
+// are the tuning knobs (device.rs, `Tuning`). W may be one row chunk of a larger weight
+// (rows n0..n0+n_len).
 
 struct Params {
     m: u32,
@@ -43,59 +46,64 @@ fn linear(
 
     // Row offsets, clamped into range so the inner loop needs no branches; the clamped
     // duplicates are computed and then not stored.
-    var xb: array<u32, TM>;
-    for (var i = 0u; i < TM; i++) {
-        xb[i] = min(row0 + i, params.m - 1u) * k;
-    }
-    var wb: array<u32, TN>;
-    for (var j = 0u; j < TN; j++) {
-        wb[j] = min(col0 + j, params.n_len - 1u) * k;
-    }
+    //#unroll I {{TM}}
+    let xb$I = min(row0 + $Iu, params.m - 1u) * k;
+    //#end
+    //#unroll J {{TN}}
+    let wb$J = min(col0 + $Ju, params.n_len - 1u) * k;
+    //#end
+    //#unroll I {{TM}}
+    //#unroll J {{TN}}
+    var acc$I_$J = 0.0;
+    //#end
+    //#end
 
-    var acc: array<f32, TM * TN>;
     let k4 = k & ~3u;
     for (var p = 0u; p < k4; p += 4u) {
-        var xv: array<vec4<f32>, TM>;
-        for (var i = 0u; i < TM; i++) {
-            let o = xb[i] + p;
-            xv[i] = vec4<f32>(x[o], x[o + 1u], x[o + 2u], x[o + 3u]);
-        }
-        for (var j = 0u; j < TN; j++) {
-            let o = wb[j] + p;
-            let wv = vec4<f32>(w[o], w[o + 1u], w[o + 2u], w[o + 3u]);
-            for (var i = 0u; i < TM; i++) {
-                acc[i * TN + j] += dot(xv[i], wv);
-            }
-        }
+        //#unroll I {{TM}}
+        let x$I = vec4<f32>(x[xb$I + p], x[xb$I + p + 1u], x[xb$I + p + 2u], x[xb$I + p + 3u]);
+        //#end
+        //#unroll J {{TN}}
+        let w$J = vec4<f32>(w[wb$J + p], w[wb$J + p + 1u], w[wb$J + p + 2u], w[wb$J + p + 3u]);
+        //#end
+        //#unroll I {{TM}}
+        //#unroll J {{TN}}
+        acc$I_$J += dot(x$I, w$J);
+        //#end
+        //#end
     }
     for (var p = k4; p < k; p++) {
-        for (var i = 0u; i < TM; i++) {
-            let xs = x[xb[i] + p];
-            for (var j = 0u; j < TN; j++) {
-                acc[i * TN + j] += xs * w[wb[j] + p];
-            }
-        }
+        //#unroll I {{TM}}
+        let x$I = x[xb$I + p];
+        //#end
+        //#unroll J {{TN}}
+        let w$J = w[wb$J + p];
+        //#end
+        //#unroll I {{TM}}
+        //#unroll J {{TN}}
+        acc$I_$J += x$I * w$J;
+        //#end
+        //#end
     }
 
-    for (var i = 0u; i < TM; i++) {
-        let r = row0 + i;
-        if (r >= params.m) {
-            break;
-        }
-        for (var j = 0u; j < TN; j++) {
-            let c = col0 + j;
-            if (c >= params.n_len) {
-                break;
-            }
-            let idx = r * params.n + params.n0 + c;
-            var v = acc[i * TN + j];
-            if ((params.flags & 1u) != 0u) {
-                v += y[idx];
-            }
-            if ((params.flags & 2u) != 0u) {
-                v += bias[params.n0 + c];
-            }
-            y[idx] = v;
-        }
+    //#unroll I {{TM}}
+    //#unroll J {{TN}}
+    store(row0 + $Iu, col0 + $Ju, acc$I_$J);
+    //#end
+    //#end
+}
+
+fn store(r: u32, c: u32, a: f32) {
+    if (r >= params.m || c >= params.n_len) {
+        return;
     }
+    let idx = r * params.n + params.n0 + c;
+    var v = a;
+    if ((params.flags & 1u) != 0u) {
+        v += y[idx];
+    }
+    if ((params.flags & 2u) != 0u) {
+        v += bias[params.n0 + c];
+    }
+    y[idx] = v;
 }

@@ -25,6 +25,15 @@ pub enum Shader {
     Elementwise,
     Reduce,
     Xtx,
+    LinearBackward,
+    RmsnormBackward,
+    AttentionBackward,
+    SwigluBackward,
+    EmbeddingBackward,
+    CrossEntropy,
+    Mse,
+    Quant,
+    Mask,
 }
 
 impl Shader {
@@ -39,6 +48,19 @@ impl Shader {
             Shader::Elementwise => include_str!("../../../shaders/elementwise.wgsl"),
             Shader::Reduce => include_str!("../../../shaders/reduce.wgsl"),
             Shader::Xtx => include_str!("../../../shaders/xtx.wgsl"),
+            Shader::LinearBackward => include_str!("../../../shaders/linear_backward.wgsl"),
+            Shader::RmsnormBackward => include_str!("../../../shaders/rmsnorm_backward.wgsl"),
+            Shader::AttentionBackward => {
+                include_str!("../../../shaders/attention_backward.wgsl")
+            }
+            Shader::SwigluBackward => include_str!("../../../shaders/swiglu_backward.wgsl"),
+            Shader::EmbeddingBackward => {
+                include_str!("../../../shaders/embedding_backward.wgsl")
+            }
+            Shader::CrossEntropy => include_str!("../../../shaders/cross_entropy.wgsl"),
+            Shader::Mse => include_str!("../../../shaders/mse.wgsl"),
+            Shader::Quant => include_str!("../../../shaders/quant.wgsl"),
+            Shader::Mask => include_str!("../../../shaders/mask.wgsl"),
         }
     }
 }
@@ -57,11 +79,64 @@ pub struct PipelineCache {
     map: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
 }
 
-/// The shader text with its placeholders filled in.
+/// Expands `//#unroll NAME COUNT` ... `//#end` blocks (nestable): the lines between are
+/// repeated COUNT times with `$NAME` replaced by 0, 1, ... Register-blocked kernels need their
+/// accumulators as distinct variables: a private array indexed inside a loop is kept in
+/// (per-lane, gathered) memory by drivers that do not fully unroll the loop, llvmpipe among
+/// them.
+fn unroll(src: &str) -> Result<String, String> {
+    fn block<'a>(
+        lines: &mut std::iter::Peekable<impl Iterator<Item = &'a str>>,
+        out: &mut Vec<String>,
+        nested: bool,
+    ) -> Result<(), String> {
+        while let Some(line) = lines.next() {
+            let t = line.trim_start();
+            if t.starts_with("//#end") {
+                return if nested {
+                    Ok(())
+                } else {
+                    Err("`//#end` without `//#unroll`".into())
+                };
+            }
+            if let Some(rest) = t.strip_prefix("//#unroll ") {
+                let mut it = rest.split_whitespace();
+                let (Some(name), Some(count)) = (it.next(), it.next()) else {
+                    return Err(format!("malformed `{t}`"));
+                };
+                let count: u32 = count
+                    .parse()
+                    .map_err(|_| format!("`{t}`: count is not a number"))?;
+                let mut body = Vec::new();
+                block(lines, &mut body, true)?;
+                let var = format!("${name}");
+                for i in 0..count {
+                    out.extend(body.iter().map(|l| l.replace(&var, &i.to_string())));
+                }
+                continue;
+            }
+            out.push(line.to_string());
+        }
+        if nested {
+            Err("`//#unroll` without `//#end`".into())
+        } else {
+            Ok(())
+        }
+    }
+    let mut out = Vec::new();
+    block(&mut src.lines().peekable(), &mut out, false)?;
+    Ok(out.join("\n"))
+}
+
+/// The shader text with its placeholders filled in and its unroll blocks expanded.
 fn specialise(key: &KernelKey) -> GpuResult<String> {
     let mut src = key.shader.source().to_string();
     for (name, value) in &key.subs {
         src = src.replace(&format!("{{{{{name}}}}}"), &value.to_string());
+    }
+    if src.contains("//#unroll") {
+        src = unroll(&src)
+            .map_err(|e| GpuError::shape("pipeline", format!("{:?}: {e}", key.shader)))?;
     }
     if let Some(at) = src.find("{{") {
         let end = src[at..].find("}}").map_or(src.len(), |e| at + e + 2);
@@ -121,6 +196,26 @@ impl Gpu {
         meta: &[u8],
         workgroups: u64,
     ) -> GpuResult<()> {
+        let bound: Vec<(u32, &wgpu::Buffer)> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as u32, *b))
+            .collect();
+        self.launch_bound(op, key, &bound, buffers.len() as u32, meta, workgroups)
+    }
+
+    /// As `launch`, with explicit binding numbers: for a shader file whose entry points each
+    /// use a different subset of its bindings (the automatic layout of an entry holds only the
+    /// bindings it uses, so only those may be bound).
+    pub(crate) fn launch_bound(
+        &self,
+        op: &'static str,
+        key: &KernelKey,
+        buffers: &[(u32, &wgpu::Buffer)],
+        meta_binding: u32,
+        meta: &[u8],
+        workgroups: u64,
+    ) -> GpuResult<()> {
         if workgroups == 0 {
             return Ok(());
         }
@@ -139,14 +234,13 @@ impl Gpu {
                 });
             let mut entries: Vec<wgpu::BindGroupEntry> = buffers
                 .iter()
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry {
-                    binding: i as u32,
+                .map(|&(i, b)| wgpu::BindGroupEntry {
+                    binding: i,
                     resource: b.as_entire_binding(),
                 })
                 .collect();
             entries.push(wgpu::BindGroupEntry {
-                binding: buffers.len() as u32,
+                binding: meta_binding,
                 resource: uniform.as_entire_binding(),
             });
             let bind = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -179,6 +273,19 @@ pub(crate) fn groups(items: usize, wg: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unroll_repeats_nested_blocks_and_rejects_unbalanced_ones() {
+        let src = "a\n//#unroll I 2\nx$I\n  //#unroll J 3\n  y$I_$J\n  //#end\n//#end\nb";
+        assert_eq!(
+            unroll(src).unwrap(),
+            "a\nx0\n  y0_0\n  y0_1\n  y0_2\nx1\n  y1_0\n  y1_1\n  y1_2\nb"
+        );
+        assert_eq!(unroll("//#unroll I 0\nx$I\n//#end").unwrap(), "");
+        assert!(unroll("//#unroll I 2\nx").is_err());
+        assert!(unroll("x\n//#end").is_err());
+        assert!(unroll("//#unroll I two\nx\n//#end").is_err());
+    }
 
     #[test]
     fn specialise_fills_and_rejects_missing_placeholders() {

@@ -55,6 +55,20 @@ pub struct Spans {
 }
 
 impl Spans {
+    /// Query rows (one span each).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Key rows the spans index into.
+    pub fn key_rows(&self) -> usize {
+        self.key_rows
+    }
+
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        &self.buf
+    }
+
     pub fn new(gpu: &Gpu, spans: &[KeySpan], key_rows: usize) -> GpuResult<Spans> {
         if let Some((r, s)) = spans
             .iter()

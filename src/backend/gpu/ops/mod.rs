@@ -3,13 +3,22 @@
 //! Every op checks its operands and returns an error, never panics, on a bad shape.
 
 pub mod attention;
+pub mod attention_backward;
+pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
+pub mod embedding_backward;
+pub mod linear_backward;
+pub mod mask;
 pub mod matmul;
+pub mod mse;
+pub mod quant;
 pub mod reduce;
 pub mod rmsnorm;
+pub mod rmsnorm_backward;
 pub mod rope;
 pub mod swiglu;
+pub mod swiglu_backward;
 pub mod xtx;
 
 use crate::backend::cpu::tolerance::Tolerance;
@@ -43,6 +52,13 @@ pub mod tol {
     pub const REDUCTION: Tolerance = Tolerance {
         abs: 1e-5,
         rel: 1e-5,
+    };
+    /// Backward ops that subtract a reduced term from a product (RMSNorm's dx, attention's
+    /// `P (dP - delta)`): the terms are up to ~10x the result and each carries a few f32
+    /// roundings plus, for attention, the recomputed (not stored) softmax.
+    pub const GRAD: Tolerance = Tolerance {
+        abs: 1e-4,
+        rel: 1e-4,
     };
 }
 

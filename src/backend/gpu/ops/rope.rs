@@ -34,6 +34,16 @@ pub struct RopeRows {
 
 impl RopeRows {
     pub fn new(gpu: &Gpu, table: &RopeTable, pos: &[usize]) -> GpuResult<RopeRows> {
+        Self::signed(gpu, table, pos, false)
+    }
+
+    /// The rows for the backward: a rotation's transpose is the rotation by the opposite
+    /// angle, so `rope` with these tables maps `dy` to `dx` (as `train::rope::Rotary::backward`).
+    pub fn inverse(gpu: &Gpu, table: &RopeTable, pos: &[usize]) -> GpuResult<RopeRows> {
+        Self::signed(gpu, table, pos, true)
+    }
+
+    fn signed(gpu: &Gpu, table: &RopeTable, pos: &[usize], negate: bool) -> GpuResult<RopeRows> {
         let half = table.head_dim() / 2;
         let mut cos = vec![0.0f32; pos.len() * half];
         let mut sin = vec![0.0f32; pos.len() * half];
@@ -45,6 +55,10 @@ impl RopeRows {
             {
                 table.cos_sin_at(p, c, s);
             }
+        }
+        if negate {
+            // Negation is exact: the backward rotates by bit-for-bit the opposite angle.
+            sin.iter_mut().for_each(|v| *v = -*v);
         }
         Ok(RopeRows {
             cos: GpuTensor::upload(gpu, &[pos.len(), half], &cos)?,
@@ -134,6 +148,34 @@ mod tests {
                 .check("rope", &gx.download(gpu).unwrap(), &want)
                 .unwrap();
             assert!(rope(gpu, &gx, 10, heads, &rows).is_err());
+        });
+    }
+
+    #[test]
+    fn inverse_rows_give_the_training_backward() {
+        with_gpu("rope backward", |gpu| {
+            use crate::model::LlamaConfig;
+            use crate::train::rope::Rotary;
+            let mut rng = Rng::new(62);
+            // The variant fixture has llama3 rope scaling, so scaled frequencies are covered.
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/tiny/hf_variant/config.json");
+            let mut cfg =
+                LlamaConfig::from_json_bytes(&std::fs::read(&path).unwrap(), &path).unwrap();
+            let (d, heads) = (22, 3);
+            cfg.head_dim = d;
+            let pos = [0usize, 5, 69, 2, 41];
+            let rot = Rotary::new(&cfg, 70);
+            let table = RopeTable::new(d, cfg.rope_theta, cfg.rope_scaling.as_ref(), 128);
+            let dy = rng.vec(pos.len() * heads * d, 1.0);
+            let mut want = dy.clone();
+            rot.backward(&mut want, &pos);
+            let g = GpuTensor::upload(gpu, &[pos.len(), heads * d], &dy).unwrap();
+            let rows = RopeRows::inverse(gpu, &table, &pos).unwrap();
+            rope(gpu, &g, 0, heads, &rows).unwrap();
+            tol::EXACTISH
+                .check("rope backward", &g.download(gpu).unwrap(), &want)
+                .unwrap();
         });
     }
 }

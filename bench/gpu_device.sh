@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Runs the GPU backend's checks and benchmark on a machine with a real GPU (H100/H200,
+# x86-64 Linux) from PREBUILT binaries, for machines without a Rust toolchain. Build them here
+# with `bench/gpu_device_prepare.sh` (it fills `.devbin/`), carry that folder to the device,
+# and run from the repository root:
+#   bench/gpu_device.sh .devbin
+# It prints the adapter, runs every GPU parity test (the library's `backend::gpu` tests and
+# tests/gpu_forward.rs) with INTERVENE_REQUIRE_GPU=1, so a missing adapter fails instead of
+# skipping, then examples/gpu_bench (matmul GFLOP/s incl. 4096^3, whole forward) and a short
+# matmul tuning sweep. Logs and a summary go under $OUT (or a temporary folder). Every step
+# has a time limit; the whole run stays under about 6 minutes.
+set -uo pipefail
+dir=$(cd "${1:?usage: bench/gpu_device.sh DIR (made by bench/gpu_device_prepare.sh)}" && pwd)
+cd "$(dirname "$0")/.."
+out=${OUT:-$(mktemp -d)}
+mkdir -p "$out"
+summary="$out/summary.txt"
+: >"$summary"
+log() { echo "$*" | tee -a "$summary"; }
+status=0
+
+log "date: $(date -u +%Y-%m-%dT%H:%MZ)  built from commit: $(cat "$dir/COMMIT" 2>/dev/null || echo unknown)"
+log "host: $(uname -srm); $(ldd --version 2>/dev/null | head -1)"
+log "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs) x $(nproc)"
+if command -v nvidia-smi >/dev/null; then
+  log "gpu: $(nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader 2>&1 | head -4)"
+fi
+export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$(mktemp -d)}
+chmod 700 "$XDG_RUNTIME_DIR" 2>/dev/null || true
+
+# The Vulkan loader: the system's if present, else the one carried in DIR/lib.
+if ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1 '; then
+  log "vulkan loader: system"
+elif [ -e "$dir/lib/libvulkan.so.1" ]; then
+  export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  log "vulkan loader: carried ($dir/lib/libvulkan.so.1)"
+else
+  log "vulkan loader: none found and none carried"
+fi
+# The NVIDIA ICD manifest: containers often get the driver's libraries without the JSON
+# that tells the loader about them; write one pointing at libGLX_nvidia.so.0 if so.
+icd=$(ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json \
+  /usr/local/share/vulkan/icd.d/nvidia_icd*.json 2>/dev/null | head -1)
+if [ -n "$icd" ]; then
+  log "vulkan icd: $icd"
+else
+  glx=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 / {print $NF; exit}')
+  [ -n "$glx" ] || glx=$(find /usr/lib /usr/lib64 /usr/local -name 'libGLX_nvidia.so.0' 2>/dev/null | head -1)
+  if [ -n "$glx" ]; then
+    cat >"$out/nvidia_icd.json" <<JSON
+{"file_format_version": "1.0.0", "ICD": {"library_path": "$glx", "api_version": "1.3.0"}}
+JSON
+    export VK_DRIVER_FILES="$out/nvidia_icd.json" VK_ICD_FILENAMES="$out/nvidia_icd.json"
+    log "vulkan icd: written for $glx"
+  else
+    log "vulkan icd: no nvidia_icd.json and no libGLX_nvidia.so.0 (the image lacks the driver's graphics libraries)"
+  fi
+fi
+
+# Tests find fixtures through the path they were built in; point it here if it is missing.
+built=$(cat "$dir/MANIFEST_DIR" 2>/dev/null || true)
+if [ -n "$built" ] && [ ! -e "$built/fixtures" ]; then
+  if mkdir -p "$(dirname "$built")" 2>/dev/null && ln -sfn "$(pwd)" "$built" 2>/dev/null; then
+    log "fixtures: linked $built -> $(pwd)"
+  else
+    log "fixtures: cannot link $built here; fixture-reading tests will fail"
+  fi
+fi
+
+run() { # name limit_s command...
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  timeout "$limit" "$@" >"$out/$name.txt" 2>&1
+  local rc=$?
+  log "$name: exit $rc in $((SECONDS - t0)) s ($out/$name.txt)"
+  [ "$rc" -eq 0 ] || status=1
+  return $rc
+}
+
+export INTERVENE_REQUIRE_GPU=1
+run parity_lib 240 "$dir/intervene_lib_tests" backend::gpu --test-threads=1
+grep -E '^test result|FAILED|panicked' "$out/parity_lib.txt" | head -20 | tee -a "$summary"
+run parity_forward 120 "$dir/gpu_forward_tests" --test-threads=1
+grep -E '^test result|FAILED|panicked' "$out/parity_forward.txt" | head -10 | tee -a "$summary"
+unset INTERVENE_REQUIRE_GPU
+
+run gpu_bench 180 "$dir/gpu_bench"
+grep -E '^adapter|^tuning|^\||forward' "$out/gpu_bench.txt" | tee -a "$summary"
+# Matmul shape sweep (INTERVENE_GPU_MATMUL=wg,tm,tn), matmul only, 3 runs each.
+for t in 64,4,4 64,8,8 128,4,8 256,4,4 32,8,4; do
+  INTERVENE_GPU_MATMUL=$t run "gpu_bench_mm_$t" 60 "$dir/gpu_bench" --quick --matmul-only
+  grep -E '^tuning|^\| [0-9]' "$out/gpu_bench_mm_$t.txt" | tee -a "$summary"
+done
+run cli_help 20 "$dir/intervene" --help
+log "overall: $([ $status -eq 0 ] && echo ok || echo FAILED)"
+exit $status
