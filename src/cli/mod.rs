@@ -8,12 +8,14 @@ mod eval;
 mod generate;
 mod import;
 mod inspect;
+mod rome;
 mod verify;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use intervene::interventions::compress::plan::Method;
+use intervene::interventions::edit::driver::EditMethod;
 
 pub use common::GlobalOpts;
 
@@ -58,6 +60,11 @@ enum Command {
     /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
     /// accuracy, or perplexity) and record the result in its provenance.
     Eval(eval::EvalArgs),
+    /// ROME knowledge editing: one rank-one update of an MLP down_proj per request, applied
+    /// sequentially.
+    Rome(rome::EditArgs),
+    /// MEMIT knowledge editing: one batch update of the down_proj weights of several layers.
+    Memit(rome::EditArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +88,8 @@ pub fn main() -> ExitCode {
         Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
         Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
         Command::Eval(a) => eval::run(a, &cli.global),
+        Command::Rome(a) => rome::run(EditMethod::Rome, a, &cli.global),
+        Command::Memit(a) => rome::run(EditMethod::Memit, a, &cli.global),
     });
     match result {
         Ok(code) => code,
