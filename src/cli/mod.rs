@@ -9,12 +9,14 @@ mod generate;
 mod import;
 mod inspect;
 mod score;
+mod rome;
 mod verify;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use intervene::interventions::compress::plan::Method;
+use intervene::interventions::edit::driver::EditMethod;
 
 pub use common::GlobalOpts;
 
@@ -65,6 +67,11 @@ enum Command {
     Score(score::ScoreArgs),
     /// A Markdown report of a composition sweep with E_OF/E_OS tables and SVG figures.
     Report(score::ReportArgs),
+    /// ROME knowledge editing: one rank-one update of an MLP down_proj per request, applied
+    /// sequentially.
+    Rome(rome::EditArgs),
+    /// MEMIT knowledge editing: one batch update of the down_proj weights of several layers.
+    Memit(rome::EditArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -90,6 +97,8 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a, &cli.global),
         Command::Score(a) => score::run(a, &cli.global),
         Command::Report(a) => score::run_report(a, &cli.global),
+        Command::Rome(a) => rome::run(EditMethod::Rome, a, &cli.global),
+        Command::Memit(a) => rome::run(EditMethod::Memit, a, &cli.global),
     });
     match result {
         Ok(code) => code,

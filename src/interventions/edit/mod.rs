@@ -1,0 +1,22 @@
+//! Knowledge editing. ROME (Meng et al. 2022) and MEMIT (Meng et al. 2023) as their reference
+//! code implements them (`kmeng01/rome`, `kmeng01/memit`, EasyEdit's Llama settings;
+//! algorithms.md §6–7): keys are `down_proj` inputs at the subject's last token, values are
+//! optimised with Adam through the hand-written backward pass (`train`), and the weight update
+//! is a closed form against the key covariance `C = E[k kᵀ]` of a text corpus.
+//!
+//! One concern per file: `prompts` (token bookkeeping), `templates` (the model-generated
+//! context prefixes), `key` (activations at the subject), `value` (the optimised value
+//! vector), `covariance` (the cached second moment), `rome`, `memit`, and `driver` (checkpoint
+//! in, checkpoint out, provenance).
+
+pub mod covariance;
+pub mod driver;
+pub mod key;
+pub mod memit;
+pub mod prompts;
+pub mod rome;
+pub mod templates;
+pub mod value;
+
+#[cfg(test)]
+mod tests;
