@@ -8,8 +8,8 @@ mod eval;
 mod generate;
 mod import;
 mod inspect;
-mod score;
 mod rome;
+mod score;
 mod verify;
 
 use std::process::ExitCode;
