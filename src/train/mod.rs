@@ -3,7 +3,9 @@
 //! (ROME/MEMIT, FT, LoRA, GA/GD, RMU), the trainable-set selection, and `Trainer`, which runs
 //! forward and backward with activation checkpointing at layer boundaries.
 //!
-//! CPU only: GPU kernels for the backward ops are not written yet.
+//! The GPU kernels for these backward ops live in `backend::gpu::ops` (`*_backward`,
+//! `cross_entropy`, `mse`), each checked against the CPU function here; `Trainer` runs on the
+//! CPU.
 
 pub mod attention;
 mod block;

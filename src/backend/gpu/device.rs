@@ -38,11 +38,12 @@ impl Tuning {
         let mut t = match kind {
             // llvmpipe runs 8 invocations per SIMD vector and turns every per-lane load into
             // a gather: large register blocks and one-vector workgroups win there
-            // (../shared/reference/wgpu-on-cpu.md, section 3).
+            // (../shared/reference/wgpu-on-cpu.md, section 3; 16 x 16 measured fastest of
+            // 4x4, 8x8, 16x8 and 16x16 in bench/RESULTS.md).
             wgpu::DeviceType::Cpu => Tuning {
                 mm_wg: 8,
-                mm_tm: 8,
-                mm_tn: 8,
+                mm_tm: 16,
+                mm_tn: 16,
                 wg: 64,
             },
             _ => Tuning {

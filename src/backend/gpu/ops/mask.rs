@@ -198,6 +198,9 @@ mod tests {
                     check(gpu, &format!("magnitude {rows}x{cols} s {s}"), &got, &want);
                 }
                 for (n, m) in [(2, 4), (1, 4), (4, 8)] {
+                    if cols % m != 0 {
+                        continue;
+                    }
                     let want = prune_magnitude("w", &w, SparsityPattern::NM { n, m }).unwrap();
                     let got =
                         apply_mask(gpu, &gw, Scores::Magnitude, MaskRule::NM { n, m }).unwrap();
