@@ -76,7 +76,7 @@ pub struct ReportArgs {
 fn open(dirs: &[PathBuf]) -> anyhow::Result<Vec<Lineage>> {
     Ok(dirs
         .iter()
-        .map(|d| Lineage::open(d))
+        .map(|d| Lineage::open(d.as_path()))
         .collect::<Result<_, _>>()?)
 }
 

@@ -80,14 +80,16 @@ pub struct Score {
     pub notes: Vec<String>,
 }
 
+/// A criterion matched across pairs: group key, criterion, scores of AB, of BA, pairs seen.
+type Matched = (String, Criterion, Vec<f64>, Vec<f64>, usize);
+
 /// Scores one composition from its lineages (one per order, or several: batches, seeds).
 pub fn score(ab: &[Lineage], ba: &[Lineage], rule: &ForgetRule) -> Result<Score> {
     let pairs = pair_groups(ab, ba)?;
     let comp = &pairs[0].2;
     let (a, b) = (Summary::of(&comp.a), Summary::of(&comp.b));
     let mut notes = Vec::new();
-    // group key -> (criterion, scores of AB, scores of BA, pairs seen)
-    let mut acc: Vec<(String, Criterion, Vec<f64>, Vec<f64>, usize)> = Vec::new();
+    let mut acc: Vec<Matched> = Vec::new();
     for (i, j, _) in &pairs {
         let (l, m) = (&ab[*i], &ba[*j]);
         let cl = criteria(l.evaluations_of(l.id()), rule);

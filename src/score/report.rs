@@ -22,6 +22,9 @@ pub struct Sweep {
     pub lineages: usize,
 }
 
+/// (base id, the two interventions' identities in sorted order).
+type GroupKey = (String, String, String);
+
 fn ident(i: &Intervention) -> String {
     format!("{}\t{}\t{}\t{:?}", i.op, i.category, i.params, i.inputs)
 }
@@ -31,8 +34,7 @@ fn ident(i: &Intervention) -> String {
 pub fn sweep(dirs: &[PathBuf], rule: &ForgetRule) -> Result<Sweep> {
     let mut skipped = Vec::new();
     // (base, first ident, second ident) sorted -> (lineages in sorted order, in the other)
-    let mut groups: BTreeMap<(String, String, String), (Vec<Lineage>, Vec<Lineage>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, (Vec<Lineage>, Vec<Lineage>)> = BTreeMap::new();
     for d in dirs {
         let l = Lineage::open(d)?;
         let (a, b) = match l.pair() {
@@ -341,8 +343,10 @@ fn raw(v: f64, k: Kind) -> String {
 /// against the compressor's strength, one line per order.
 fn line_figures(oriented: &[Oriented]) -> Vec<(String, String, String)> {
     // (other label, compress op, strength name) -> criterion label -> (kind, XC points, CX points)
-    type Lines = BTreeMap<String, (Kind, Vec<(f64, f64)>, Vec<(f64, f64)>)>;
-    let mut figs: BTreeMap<(String, String, &'static str), Lines> = BTreeMap::new();
+    type Points = Vec<(f64, f64)>;
+    type Lines = BTreeMap<String, (Kind, Points, Points)>;
+    type FigKey = (String, String, &'static str);
+    let mut figs: BTreeMap<FigKey, Lines> = BTreeMap::new();
     for o in oriented {
         let s = o.s;
         for (c, other, c_is_b) in [(&s.b, &s.a, true), (&s.a, &s.b, false)] {

@@ -82,7 +82,7 @@ pub fn heatmaps(
                 };
                 let _ = writeln!(
                     s,
-                    r##"<rect x="{x:.1}" y="{y:.1}" width="{CELL_W:.1}" height="{CELL_H:.1}" fill="{fill}" stroke="#bbbbbb"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="{ink}">{text}</text>"##,
+                    r#"<rect x="{x:.1}" y="{y:.1}" width="{CELL_W:.1}" height="{CELL_H:.1}" fill="{fill}" stroke="rgb(187,187,187)"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" fill="{ink}">{text}</text>"#,
                     x + CELL_W / 2.0,
                     y + CELL_H / 2.0 + 4.0
                 );
