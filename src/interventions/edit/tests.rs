@@ -358,7 +358,10 @@ fn memit_with_one_request_and_layer_is_romes_closed_form() {
     assert!(e < 2e-3, "MEMIT (λ→0) vs ROME: relative difference {e}");
     let scaled0: Vec<f64> = rome_dw.iter().map(|v| v * s / (small + s)).collect();
     let e = rel(&memit0, &scaled0);
-    assert!(e < 1e-5, "MEMIT (λ = 1e-3 s) vs ROME·s/(λ+s): relative difference {e}");
+    assert!(
+        e < 1e-5,
+        "MEMIT (λ = 1e-3 s) vs ROME·s/(λ+s): relative difference {e}"
+    );
     // The default λ: ROME scaled by s/(λ + s).
     let lambda = 15000.0;
     let memit = memit_delta(&cov, lambda, &k, std::slice::from_ref(&resid)).unwrap();
