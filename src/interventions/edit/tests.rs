@@ -397,9 +397,9 @@ fn second_moment_equals_a_slow_per_position_sum() {
         let n = ks[0].len();
         let mut want = vec![0f64; n * n];
         for k in &ks {
-            for i in 0..n {
-                for j in 0..n {
-                    want[i * n + j] += f64::from(k[i]) * f64::from(k[j]);
+            for (i, &ki) in k.iter().enumerate() {
+                for (j, &kj) in k.iter().enumerate() {
+                    want[i * n + j] += f64::from(ki) * f64::from(kj);
                 }
             }
         }
