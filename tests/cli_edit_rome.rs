@@ -250,7 +250,7 @@ fn bad_input_exits_2_naming_the_record_or_flag_and_writes_nothing() {
             "rome",
             write(tmp.path(), "ok4.jsonl", REQUESTS),
             vec!["--offset", "3"],
-            vec!["--offset"],
+            vec!["offset 3", "past the end"],
         ),
     ];
     for (method, req, extra, needles) in cases {

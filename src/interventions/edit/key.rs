@@ -140,9 +140,9 @@ mod tests {
             let dl = crate::model::DecoderLayer::load(&ckpt, layer).unwrap();
             let want = dl.mlp_from_normed(&xn);
             assert!(norm(&m) > 1e-3);
-            for i in 0..m.len() {
+            for (i, (a, b)) in m.iter().zip(&want).enumerate() {
                 // f32 sums of 77 terms against an f64-accumulated dot product.
-                assert!((m[i] - want[i]).abs() < 1e-5, "layer {layer} [{i}]");
+                assert!((a - b).abs() < 1e-5, "layer {layer} [{i}]");
             }
             // The residual read at the same layer is finite and differs from the MLP part.
             let h = residual_at(&model, layer, std::slice::from_ref(&p)).unwrap();

@@ -91,8 +91,8 @@ pub fn memit_delta(
         if k.len() != dff {
             return Err(Error::Check("key width differs from the covariance".into()));
         }
-        for i in 0..dff {
-            let ki = f64::from(k[i]);
+        for (i, &ki) in k.iter().enumerate() {
+            let ki = f64::from(ki);
             if ki == 0.0 {
                 continue;
             }
@@ -112,8 +112,8 @@ pub fn memit_delta(
     // X = (λC + KKᵀ)⁻¹ K  (d_ff × n).
     let mut x = vec![0f64; dff * n];
     for (j, k) in keys.iter().enumerate() {
-        for i in 0..dff {
-            x[i * n + j] = f64::from(k[i]);
+        for (i, &v) in k.iter().enumerate() {
+            x[i * n + j] = f64::from(v);
         }
     }
     solve_lower_in_place(&lower, dff, &mut x, n);

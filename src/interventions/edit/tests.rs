@@ -285,8 +285,10 @@ fn rank_one_update_matches_pytorch_is_rank_one_and_maps_the_key_to_the_value() {
 fn memit_with_one_request_and_layer_is_romes_closed_form() {
     // Where they coincide: one request, one layer (l = L), the plain template only (so ROME's
     // k̄ and MEMIT's key are the same k, and δ is optimised on the same prompts; adding δ to
-    // the MLP output or to the residual leaving the layer is the same function, so z − h = δ =
-    // v* − W k). Then by Sherman–Morrison
+    // the MLP output or to the residual leaving the layer is the same function), and no
+    // weight decay and a clamp that never binds (both are scaled by ‖target_init‖, which is
+    // the MLP output's norm for ROME and the residual's for MEMIT). Then z − h = δ = v* − W k,
+    // and by Sherman–Morrison
     //   MEMIT: ΔW = δ kᵀ(λC + kkᵀ)⁻¹ = δ (C⁻¹k)ᵀ / (λ + kᵀC⁻¹k)
     //   ROME:  ΔW = δ (C⁻¹k)ᵀ / (kᵀC⁻¹k)
     // so MEMIT = ROME · s/(λ + s), s = kᵀC⁻¹k, and the two agree as λ → 0.
@@ -301,7 +303,11 @@ fn memit_with_one_request_and_layer_is_romes_closed_form() {
     let hp = RomeParams {
         layer,
         mom2_adjustment: true,
-        value: hparams(&g["cases"]["default"]["hparams"]),
+        value: ValueParams {
+            weight_decay: 0.0,
+            clamp_norm_factor: 1e6,
+            ..hparams(&g["cases"]["default"]["hparams"])
+        },
     };
     let mut m1 = tiny();
     let rome = compute_rank_one(&mut m1, &t, Some(&solver), &hp).unwrap();
@@ -342,11 +348,20 @@ fn memit_with_one_request_and_layer_is_romes_closed_form() {
         let den: f64 = b.iter().map(|y| y * y).sum();
         (num / den).sqrt()
     };
-    // λ → 0 (1e-9 of s): the same matrix, up to f32 storage of u and Λ.
-    let memit0 = memit_delta(&cov, 1e-9 * s, &k, std::slice::from_ref(&resid)).unwrap();
+    // λ → 0: at λ = 1e-3·s MEMIT is ROME / 1.001 (smaller λ only makes λC + kkᵀ
+    // near-singular, not the identity more exact): within 2e-3 of ROME itself, and within
+    // f32 storage of u and Λ (1e-5) of the Sherman–Morrison value.
+    let small = 1e-3 * s;
+    let memit0 = memit_delta(&cov, small, &k, std::slice::from_ref(&resid)).unwrap();
     assert_eq!(memit0.len(), rome_dw.len());
     let e = rel(&memit0, &rome_dw);
-    assert!(e < 1e-5, "MEMIT (λ→0) vs ROME: relative difference {e}");
+    assert!(e < 2e-3, "MEMIT (λ→0) vs ROME: relative difference {e}");
+    let scaled0: Vec<f64> = rome_dw.iter().map(|v| v * s / (small + s)).collect();
+    let e = rel(&memit0, &scaled0);
+    assert!(
+        e < 1e-5,
+        "MEMIT (λ = 1e-3 s) vs ROME·s/(λ+s): relative difference {e}"
+    );
     // The default λ: ROME scaled by s/(λ + s).
     let lambda = 15000.0;
     let memit = memit_delta(&cov, lambda, &k, std::slice::from_ref(&resid)).unwrap();
@@ -382,9 +397,9 @@ fn second_moment_equals_a_slow_per_position_sum() {
         let n = ks[0].len();
         let mut want = vec![0f64; n * n];
         for k in &ks {
-            for i in 0..n {
-                for j in 0..n {
-                    want[i * n + j] += f64::from(k[i]) * f64::from(k[j]);
+            for (i, &ki) in k.iter().enumerate() {
+                for (j, &kj) in k.iter().enumerate() {
+                    want[i * n + j] += f64::from(ki) * f64::from(kj);
                 }
             }
         }
