@@ -5,6 +5,7 @@
 mod common;
 mod compress;
 mod eval;
+mod finetune;
 mod generate;
 mod import;
 mod inspect;
@@ -58,6 +59,11 @@ enum Command {
     /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
     /// accuracy, or perplexity) and record the result in its provenance.
     Eval(eval::EvalArgs),
+    /// Knowledge editing by fine-tuning the MLP output projections of chosen layers on the
+    /// requests' targets (Adam, optional L-inf norm constraint).
+    Ft(finetune::FtArgs),
+    /// Knowledge editing with LoRA adapters trained on the requests' targets, then merged.
+    Lora(finetune::LoraArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
         Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
         Command::Eval(a) => eval::run(a, &cli.global),
+        Command::Ft(a) => finetune::run_ft_cmd(a, &cli.global),
+        Command::Lora(a) => finetune::run_lora_cmd(a, &cli.global),
     });
     match result {
         Ok(code) => code,
