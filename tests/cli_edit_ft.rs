@@ -82,8 +82,24 @@ fn ft_changes_only_the_selected_down_proj_and_lowers_the_loss() {
     let out = tmp.path().join("ft");
     let z = zsre();
     let args = [
-        "ft", path_str(&dir), "-o", path_str(&out), "--requests", &z, "--offset", "2",
-        "--limit", "3", "--layers", "1", "--steps", "6", "--lr", "1e-3", "--loss", "target",
+        "ft",
+        path_str(&dir),
+        "-o",
+        path_str(&out),
+        "--requests",
+        &z,
+        "--offset",
+        "2",
+        "--limit",
+        "3",
+        "--layers",
+        "1",
+        "--steps",
+        "6",
+        "--lr",
+        "1e-3",
+        "--loss",
+        "target",
     ];
     let r = edit(&args);
     assert_eq!(
@@ -99,17 +115,26 @@ fn ft_changes_only_the_selected_down_proj_and_lowers_the_loss() {
         .collect();
     assert_eq!(curve.len(), 6);
     assert!(curve.windows(2).all(|w| w[1] < w[0]), "{curve:?}");
-    let (i, f) = (rep["initial_loss"].as_f64().unwrap(), rep["final_loss"].as_f64().unwrap());
+    let (i, f) = (
+        rep["initial_loss"].as_f64().unwrap(),
+        rep["final_loss"].as_f64().unwrap(),
+    );
     assert!(f < i - 0.1, "loss {i} -> {f}");
     // The engine's first-step loss is the inference forward's loss before training.
     assert!((curve[0] - i).abs() <= 1e-4 * i, "{} vs {i}", curve[0]);
 
     let step = last_step(&out);
-    assert_eq!((step["op"].as_str(), step["category"].as_str()), (Some("ft"), Some("edit")));
+    assert_eq!(
+        (step["op"].as_str(), step["category"].as_str()),
+        (Some("ft"), Some("edit"))
+    );
     assert_eq!(step["output"], r["id"]);
     let p = &step["params"];
     assert_eq!(p["layers"], serde_json::json!([1, 2]));
-    assert_eq!((p["steps"].as_u64(), p["loss"].as_str()), (Some(6), Some("target_new")));
+    assert_eq!(
+        (p["steps"].as_u64(), p["loss"].as_str()),
+        (Some(6), Some("target_new"))
+    );
     assert_eq!(p["requests"]["offset"], 2);
     assert_eq!(p["requests"]["count"], 3);
     assert_eq!(p["requests"]["lines"], serde_json::json!([3, 4, 5]));
@@ -118,10 +143,14 @@ fn ft_changes_only_the_selected_down_proj_and_lowers_the_loss() {
     assert_eq!(inputs[0]["role"], "requests");
     assert_eq!(
         inputs[0]["blake3"].as_str().unwrap(),
-        intervene::checkpoint::hash_file(&fixture("data/zsre_mend_train_first20.jsonl"))
-            .unwrap()
+        intervene::checkpoint::hash_file(&fixture("data/zsre_mend_train_first20.jsonl")).unwrap()
     );
-    assert!(step["report"]["delta_fro"]["model.layers.1.mlp.down_proj.weight"].as_f64().unwrap() > 0.0);
+    assert!(
+        step["report"]["delta_fro"]["model.layers.1.mlp.down_proj.weight"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     let run = intervene(&["verify", path_str(&out)]);
     assert_eq!(run.code, 0, "{run}");
 
@@ -140,8 +169,20 @@ fn ft_default_layer_and_norm_constraint_bound_the_change() {
     let z = zsre();
     let eps = 1e-3f64;
     let r = edit(&[
-        "ft", path_str(&dir), "-o", path_str(&out), "--requests", &z, "--limit", "2",
-        "--steps", "5", "--lr", "1e-3", "--norm-constraint", "1e-3",
+        "ft",
+        path_str(&dir),
+        "-o",
+        path_str(&out),
+        "--requests",
+        &z,
+        "--limit",
+        "2",
+        "--steps",
+        "5",
+        "--lr",
+        "1e-3",
+        "--norm-constraint",
+        "1e-3",
     ]);
     // round(21 * 2 / 32) = 1: the tiny model's EasyEdit-scaled layer.
     let name = "model.layers.1.mlp.down_proj.weight";
@@ -191,8 +232,24 @@ fn lora_merges_rank_r_deltas_into_the_targets_only() {
     let out = tmp.path().join("lora");
     let z = zsre();
     let args = [
-        "lora", path_str(&dir), "-o", path_str(&out), "--requests", &z, "--limit", "3",
-        "--rank", "2", "--alpha", "4", "--steps", "6", "--lr", "1e-2", "--seed", "3",
+        "lora",
+        path_str(&dir),
+        "-o",
+        path_str(&out),
+        "--requests",
+        &z,
+        "--limit",
+        "3",
+        "--rank",
+        "2",
+        "--alpha",
+        "4",
+        "--steps",
+        "6",
+        "--lr",
+        "1e-2",
+        "--seed",
+        "3",
     ];
     let r = edit(&args);
     let mut want: Vec<String> = (0..2)
@@ -205,7 +262,10 @@ fn lora_merges_rank_r_deltas_into_the_targets_only() {
     got.sort();
     assert_eq!(got, want);
     let rep = &r["report"];
-    let (i, f) = (rep["initial_loss"].as_f64().unwrap(), rep["final_loss"].as_f64().unwrap());
+    let (i, f) = (
+        rep["initial_loss"].as_f64().unwrap(),
+        rep["final_loss"].as_f64().unwrap(),
+    );
     assert!(f < i - 0.1, "loss {i} -> {f}");
     let mut sq = 0.0;
     for name in &want {
@@ -214,14 +274,23 @@ fn lora_merges_rank_r_deltas_into_the_targets_only() {
         assert!(rk <= 2 && rk > 0, "{name}: rank {rk}");
         let fro = rep["delta_fro"][name].as_f64().unwrap();
         let direct = d.iter().map(|x| x * x).sum::<f64>().sqrt();
-        assert!((fro - direct).abs() <= 1e-3 * direct, "{name}: {fro} vs {direct}");
+        assert!(
+            (fro - direct).abs() <= 1e-3 * direct,
+            "{name}: {fro} vs {direct}"
+        );
         sq += fro * fro;
     }
     assert!((rep["delta_fro_total"].as_f64().unwrap() - sq.sqrt()).abs() <= 1e-9 * sq.sqrt());
     let p = &last_step(&out)["params"];
-    assert_eq!((p["rank"].as_u64(), p["alpha"].as_f64()), (Some(2), Some(4.0)));
+    assert_eq!(
+        (p["rank"].as_u64(), p["alpha"].as_f64()),
+        (Some(2), Some(4.0))
+    );
     assert_eq!(p["targets"], serde_json::json!(["q_proj", "v_proj"]));
-    assert_eq!((p["seed"].as_u64(), p["layers"].clone()), (Some(3), serde_json::json!([0, 2])));
+    assert_eq!(
+        (p["seed"].as_u64(), p["layers"].clone()),
+        (Some(3), serde_json::json!([0, 2]))
+    );
 
     let mut again = args.to_vec();
     let out2 = tmp.path().join("lora2");
@@ -258,21 +327,54 @@ fn bad_input_exits_2_naming_the_record_or_flag() {
         std::fs::write(&p, text).unwrap();
         path_str(&p).to_string()
     };
-    fails(&["ft", d, "-o", o, "--requests", &z, "--layers", "2"], &out, &["--layers"]);
-    fails(&["lora", d, "-o", o, "--requests", &z, "--layers", "0-5"], &out, &["--layers"]);
     fails(
-        &["lora", d, "-o", o, "--requests", &z, "--targets", "q_proj,foo_proj"],
+        &["ft", d, "-o", o, "--requests", &z, "--layers", "2"],
+        &out,
+        &["--layers"],
+    );
+    fails(
+        &["lora", d, "-o", o, "--requests", &z, "--layers", "0-5"],
+        &out,
+        &["--layers"],
+    );
+    fails(
+        &[
+            "lora",
+            d,
+            "-o",
+            o,
+            "--requests",
+            &z,
+            "--targets",
+            "q_proj,foo_proj",
+        ],
         &out,
         &["--targets", "foo_proj"],
     );
-    fails(&["ft", d, "-o", o, "--requests", &z, "--steps", "0"], &out, &["--steps"]);
-    fails(&["ft", d, "-o", o, "--requests", &z, "--norm-constraint", "-1"], &out, &["--norm-constraint"]);
+    fails(
+        &["ft", d, "-o", o, "--requests", &z, "--steps", "0"],
+        &out,
+        &["--steps"],
+    );
+    fails(
+        &["ft", d, "-o", o, "--requests", &z, "--norm-constraint", "0"],
+        &out,
+        &["--norm-constraint"],
+    );
     let empty = write("empty.jsonl", "");
-    fails(&["ft", d, "-o", o, "--requests", &empty], &out, &["empty.jsonl"]);
+    fails(
+        &["ft", d, "-o", o, "--requests", &empty],
+        &out,
+        &["empty.jsonl"],
+    );
     let good = std::fs::read_to_string(fixture("data/counterfact_easyedit_first20.jsonl")).unwrap();
     let first = good.lines().next().unwrap();
     let bad = write("bad.jsonl", &format!("{first}\n{{\"prompt\": \n"));
-    fails(&["lora", d, "-o", o, "--requests", &bad], &out, &["bad.jsonl", "line 2"]);
+    fails(
+        &["lora", d, "-o", o, "--requests", &bad],
+        &out,
+        &["bad.jsonl", "line 2"],
+    );
     let mut rec: Value = serde_json::from_str(first).unwrap();
     rec["target_new"] = Value::from("  ");
     let blank = write("blank.jsonl", &format!("{first}\n{rec}\n"));
@@ -281,5 +383,15 @@ fn bad_input_exits_2_naming_the_record_or_flag() {
         &out,
         &["blank.jsonl", "line 2", "target_new"],
     );
-    fails(&["ft", d, "-o", o, "--requests", &z, "--offset", "20"], &out, &["offset"]);
+    fails(
+        &["ft", d, "-o", o, "--requests", &z, "--offset", "20"],
+        &out,
+        &["offset"],
+    );
+    let orphan = t.join("no/such/dir/out");
+    fails(
+        &["ft", d, "-o", path_str(&orphan), "--requests", &z],
+        &orphan,
+        &["--output", "does not exist"],
+    );
 }

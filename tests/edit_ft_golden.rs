@@ -37,7 +37,8 @@ fn root() -> PathBuf {
 fn golden() -> Value {
     let hint = "regenerate with `/opt/pyref/bin/python fixtures/gen_ft_reference.py`";
     let g: Value = serde_json::from_slice(
-        &std::fs::read(root().join("edit/ft_golden.json")).unwrap_or_else(|e| panic!("{e}; {hint}")),
+        &std::fs::read(root().join("edit/ft_golden.json"))
+            .unwrap_or_else(|e| panic!("{e}; {hint}")),
     )
     .expect("golden JSON");
     assert_eq!(g["format"], GOLDEN_FORMAT, "{hint}");
@@ -120,8 +121,14 @@ fn check_deltas(what: &str, case: &Value, before: &Llama, after: &Llama) {
         );
         let fro = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
         let (fg, fw) = (fro(&got), fro(&want));
-        assert!(fw > 0.0 && (fg - fw).abs() <= DELTA_FRO_REL * fw, "{what} {name}: |dW| {fg} vs {fw}");
-        eprintln!("{what} {name}: max elementwise diff {:e}, |dW|_F {fg:.6e}", worst.0);
+        assert!(
+            fw > 0.0 && (fg - fw).abs() <= DELTA_FRO_REL * fw,
+            "{what} {name}: |dW| {fg} vs {fw}"
+        );
+        eprintln!(
+            "{what} {name}: max elementwise diff {:e}, |dW|_F {fg:.6e}",
+            worst.0
+        );
     }
 }
 
@@ -143,7 +150,11 @@ fn ft_case(name: &str, loss: TargetLoss) {
     let out = run_ft(&mut model, &examples(case), &plan, &Progress::hidden()).unwrap();
     check_curve(name, &out.loss_per_step, &f64s(&case["loss_per_step"]));
     let fin = case["final_loss"].as_f64().unwrap();
-    assert!((out.final_loss - fin).abs() <= LOSS_REL * fin, "{name}: final {} vs {fin}", out.final_loss);
+    assert!(
+        (out.final_loss - fin).abs() <= LOSS_REL * fin,
+        "{name}: final {} vs {fin}",
+        out.final_loss
+    );
     assert_eq!(out.optimizer_steps, plan.steps as u64);
     check_deltas(name, case, &before, &model);
     // Only the selected tensors changed, and every one of them did.
@@ -163,7 +174,10 @@ fn ft_case(name: &str, loss: TargetLoss) {
             // The clamp bound is w0 +- eps rounded to f32: one ulp of the weight over eps.
             let ulp = b.data().iter().map(|w| w.abs()).fold(0.0f32, f32::max) * f32::EPSILON;
             assert!(max <= eps + ulp, "{name} {n}: max |dW| {max} > {eps}");
-            assert!(max >= eps * 0.99, "{name} {n}: the constraint never bound ({max})");
+            assert!(
+                max >= eps * 0.99,
+                "{name} {n}: the constraint never bound ({max})"
+            );
         }
     }
 }
@@ -243,7 +257,11 @@ fn lora_matches_peft_and_the_merged_delta_has_rank_r() {
     let out = train_lora(&mut model, set, &examples(case), &plan, &Progress::hidden()).unwrap();
     check_curve("lora", &out.loss_per_step, &f64s(&case["loss_per_step"]));
     let fin = case["final_loss"].as_f64().unwrap();
-    assert!((out.final_loss - fin).abs() <= LOSS_REL * fin, "lora final {} vs {fin}", out.final_loss);
+    assert!(
+        (out.final_loss - fin).abs() <= LOSS_REL * fin,
+        "lora final {} vs {fin}",
+        out.final_loss
+    );
     check_deltas("lora", case, &before, &model);
     for (n, _) in before.config().expected_tensors() {
         let same = before.weight(&n).unwrap().data() == model.weight(&n).unwrap().data();
@@ -265,6 +283,9 @@ fn lora_matches_peft_and_the_merged_delta_has_rank_r() {
         assert_eq!(r, rank_r, "{n}: rank {r}");
         let fro = out.delta_fro.iter().find(|x| x.0 == n).unwrap().1;
         let direct = d.iter().map(|x| x * x).sum::<f64>().sqrt();
-        assert!((fro - direct).abs() <= 1e-3 * direct, "{n}: reported |dW| {fro} vs {direct}");
+        assert!(
+            (fro - direct).abs() <= 1e-3 * direct,
+            "{n}: reported |dW| {fro} vs {direct}"
+        );
     }
 }

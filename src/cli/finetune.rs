@@ -108,7 +108,11 @@ pub struct LoraArgs {
     pub lr: f32,
 }
 
-fn layers(spec: &Option<String>, cfg: &LlamaConfig, default: std::ops::Range<usize>) -> anyhow::Result<std::ops::Range<usize>> {
+fn layers(
+    spec: &Option<String>,
+    cfg: &LlamaConfig,
+    default: std::ops::Range<usize>,
+) -> anyhow::Result<std::ops::Range<usize>> {
     Ok(match spec {
         Some(s) => parse_layers(s, cfg.num_hidden_layers)?,
         None => default,
@@ -127,9 +131,22 @@ fn load(io: &EditIo) -> anyhow::Result<Loaded> {
     if io.output.exists() && !io.force {
         return Err(Error::usage(
             "--output",
-            format!("`{}` exists (pass --force to replace it)", io.output.display()),
+            format!(
+                "`{}` exists (pass --force to replace it)",
+                io.output.display()
+            ),
         )
         .into());
+    }
+    // Checked before training, so a long run does not end on an unwritable output.
+    if let Some(parent) = io.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(Error::usage(
+                "--output",
+                format!("parent directory `{}` does not exist", parent.display()),
+            )
+            .into());
+        }
     }
     if io.batch_size == Some(0) {
         return Err(Error::usage("--batch-size", "must be at least 1").into());
@@ -234,7 +251,17 @@ pub fn run_ft_cmd(a: FtArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let out = run_ft(&mut model, &examples, &plan, &progress)?;
     let mut params = plan.params();
     params["requests"] = selection(&a.io, &l);
-    finish("ft", &a.io, &l, &model, &out.changed, params, out.report(), g, start)
+    finish(
+        "ft",
+        &a.io,
+        &l,
+        &model,
+        &out.changed,
+        params,
+        out.report(),
+        g,
+        start,
+    )
 }
 
 pub fn run_lora_cmd(a: LoraArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
@@ -265,5 +292,15 @@ pub fn run_lora_cmd(a: LoraArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let out = run_lora(&mut model, &examples, &plan, &progress)?;
     let mut params = plan.params();
     params["requests"] = selection(&a.io, &l);
-    finish("lora", &a.io, &l, &model, &out.changed, params, out.report(), g, start)
+    finish(
+        "lora",
+        &a.io,
+        &l,
+        &model,
+        &out.changed,
+        params,
+        out.report(),
+        g,
+        start,
+    )
 }

@@ -64,10 +64,16 @@ impl FtPlan {
             return Err(Error::usage("--steps", "must be at least 1"));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::usage("--lr", format!("{} is not a positive number", self.lr)));
+            return Err(Error::usage(
+                "--lr",
+                format!("{} is not a positive number", self.lr),
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::usage("--weight-decay", "must be a finite number >= 0"));
+            return Err(Error::usage(
+                "--weight-decay",
+                "must be a finite number >= 0",
+            ));
         }
         if let Some(e) = self.norm_constraint {
             if !(e.is_finite() && e > 0.0) {
@@ -153,7 +159,8 @@ pub fn run_ft(
 ) -> Result<FtOutcome> {
     plan.validate(&model.config)?;
     check_examples(examples)?;
-    let set = TrainableSet::default().select_weights(&model.config, plan.layers.clone(), &[MODULE])?;
+    let set =
+        TrainableSet::default().select_weights(&model.config, plan.layers.clone(), &[MODULE])?;
     let originals: Vec<Vec<f32>> = set
         .weights
         .iter()
@@ -183,7 +190,9 @@ pub fn run_ft(
             if !loss.is_finite() {
                 return Err(Error::usage(
                     "--lr",
-                    format!("the loss became {loss} at epoch {epoch}; nothing written (lower --lr?)"),
+                    format!(
+                        "the loss became {loss} at epoch {epoch}; nothing written (lower --lr?)"
+                    ),
                 ));
             }
             sum += loss * chunk.len() as f64;

@@ -88,10 +88,16 @@ impl LoraPlan {
             return Err(Error::usage("--steps", "must be at least 1"));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::usage("--lr", format!("{} is not a positive number", self.lr)));
+            return Err(Error::usage(
+                "--lr",
+                format!("{} is not a positive number", self.lr),
+            ));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return Err(Error::usage("--weight-decay", "must be a finite number >= 0"));
+            return Err(Error::usage(
+                "--weight-decay",
+                "must be a finite number >= 0",
+            ));
         }
         Ok(())
     }
@@ -225,7 +231,9 @@ pub fn train_lora(
             if !loss.is_finite() {
                 return Err(Error::usage(
                     "--lr",
-                    format!("the loss became {loss} at epoch {epoch}; nothing written (lower --lr?)"),
+                    format!(
+                        "the loss became {loss} at epoch {epoch}; nothing written (lower --lr?)"
+                    ),
                 ));
             }
             sum += loss * chunk.len() as f64;
@@ -245,7 +253,10 @@ pub fn train_lora(
         .map(|ad| {
             let mut d = vec![0.0f32; ad.out * ad.inp];
             ad.merge_into(&mut d);
-            (format!("{}.weight", ad.module), delta_norms(&d, &vec![0.0; d.len()]).0)
+            (
+                format!("{}.weight", ad.module),
+                delta_norms(&d, &vec![0.0; d.len()]).0,
+            )
         })
         .collect();
     let final_loss = eval_loss(model, examples, loss_kind, 8)?;

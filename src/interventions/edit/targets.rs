@@ -10,13 +10,13 @@
 //! EasyEdit's `prompt_last` also scores the tokenizer's bos id inside `T` (it calls `tok(tgt)`
 //! with special tokens); we do not, since bos is never a target answer.
 
+use crate::backend::cpu::softmax::logsumexp;
 use crate::data::EditRequest;
 use crate::error::{Error, Result};
 use crate::eval::edit::Rules;
-use crate::backend::cpu::softmax::logsumexp;
 use crate::model::{Hooks, Llama, Logits};
-use crate::train::Target;
 use crate::tokenizer::Tokenizer;
+use crate::train::Target;
 
 /// One request as token ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,16 +223,34 @@ mod tests {
         let (s, t) = batch_targets(&b, TargetLoss::PromptLast);
         assert_eq!(s, vec![vec![1, 5, 6], vec![1, 9]]);
         assert_eq!(
-            t.iter().map(|x| (x.seq, x.pos, x.token)).collect::<Vec<_>>(),
-            vec![(0, 2, 7), (0, 2, 8), (1, 1, 10), (1, 1, 11), (1, 1, 12), (1, 1, 13)]
+            t.iter()
+                .map(|x| (x.seq, x.pos, x.token))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, 2, 7),
+                (0, 2, 8),
+                (1, 1, 10),
+                (1, 1, 11),
+                (1, 1, 12),
+                (1, 1, 13)
+            ]
         );
         assert_eq!(t[0].weight, 0.25);
         assert_eq!(t[2].weight, 0.125);
         let (s, t) = batch_targets(&b, TargetLoss::PerExampleMean);
         assert_eq!(s[1], vec![1, 9, 10, 11, 12, 13]);
         assert_eq!(
-            t.iter().map(|x| (x.seq, x.pos, x.token)).collect::<Vec<_>>(),
-            vec![(0, 2, 7), (0, 3, 8), (1, 1, 10), (1, 2, 11), (1, 3, 12), (1, 4, 13)]
+            t.iter()
+                .map(|x| (x.seq, x.pos, x.token))
+                .collect::<Vec<_>>(),
+            vec![
+                (0, 2, 7),
+                (0, 3, 8),
+                (1, 1, 10),
+                (1, 2, 11),
+                (1, 3, 12),
+                (1, 4, 13)
+            ]
         );
         assert_eq!((t[0].weight, t[2].weight), (0.25, 0.125));
         let (_, t) = batch_targets(&b, TargetLoss::TokenMean);
