@@ -5,6 +5,7 @@
 mod common;
 mod compress;
 mod eval;
+mod finetune;
 mod generate;
 mod import;
 mod inspect;
@@ -72,6 +73,11 @@ enum Command {
     Rome(rome::EditArgs),
     /// MEMIT knowledge editing: one batch update of the down_proj weights of several layers.
     Memit(rome::EditArgs),
+    /// Knowledge editing by fine-tuning the MLP output projections of chosen layers on the
+    /// requests' targets (Adam, optional L-inf norm constraint).
+    Ft(finetune::FtArgs),
+    /// Knowledge editing with LoRA adapters trained on the requests' targets, then merged.
+    Lora(finetune::LoraArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -99,6 +105,8 @@ pub fn main() -> ExitCode {
         Command::Report(a) => score::run_report(a, &cli.global),
         Command::Rome(a) => rome::run(EditMethod::Rome, a, &cli.global),
         Command::Memit(a) => rome::run(EditMethod::Memit, a, &cli.global),
+        Command::Ft(a) => finetune::run_ft_cmd(a, &cli.global),
+        Command::Lora(a) => finetune::run_lora_cmd(a, &cli.global),
     });
     match result {
         Ok(code) => code,
