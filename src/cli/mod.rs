@@ -8,6 +8,7 @@ mod eval;
 mod generate;
 mod import;
 mod inspect;
+mod unlearn;
 mod verify;
 
 use std::process::ExitCode;
@@ -58,6 +59,12 @@ enum Command {
     /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
     /// accuracy, or perplexity) and record the result in its provenance.
     Eval(eval::EvalArgs),
+    /// Unlearning by gradient ascent on the forget text.
+    Ga(unlearn::UnlearnArgs),
+    /// Unlearning by gradient difference: ascent on forget text, descent on retain text.
+    Gd(unlearn::UnlearnArgs),
+    /// RMU: steer a layer's activations on forget text to a random direction, keep them on retain text.
+    Rmu(unlearn::UnlearnArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +88,9 @@ pub fn main() -> ExitCode {
         Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
         Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
         Command::Eval(a) => eval::run(a, &cli.global),
+        Command::Ga(a) => unlearn::run(unlearn::Method::Ga, a, &cli.global),
+        Command::Gd(a) => unlearn::run(unlearn::Method::Gd, a, &cli.global),
+        Command::Rmu(a) => unlearn::run(unlearn::Method::Rmu, a, &cli.global),
     });
     match result {
         Ok(code) => code,

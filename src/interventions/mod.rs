@@ -2,4 +2,5 @@
 //! unlearning change an in-memory model and write the changed tensors with `write_changed`.
 
 pub mod compress;
+pub mod unlearn;
 pub mod write_changed;
