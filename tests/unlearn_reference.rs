@@ -62,7 +62,10 @@ fn check_updates(case: &Value, before: &Llama, after: &Llama, lr: f64, eps: f64)
         let a = &after_all[name];
         let Some(g) = tensors.get(name) else {
             assert!(
-                t.data().iter().zip(a.data()).all(|(x, y)| x.to_bits() == y.to_bits()),
+                t.data()
+                    .iter()
+                    .zip(a.data())
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
                 "{name} changed but is not trained"
             );
             continue;
@@ -72,15 +75,27 @@ fn check_updates(case: &Value, before: &Llama, after: &Llama, lr: f64, eps: f64)
         let gmax = grad.iter().fold(0.0f64, |m, x| m.max(x.abs()));
         assert_eq!(want.len(), t.data().len(), "{name}");
         let mut tight = 0usize;
-        for (i, ((&p0, &p1), (&w, &gr))) in t.data().iter().zip(a.data()).zip(want.iter().zip(&grad)).enumerate() {
+        for (i, ((&p0, &p1), (&w, &gr))) in t
+            .data()
+            .iter()
+            .zip(a.data())
+            .zip(want.iter().zip(&grad))
+            .enumerate()
+        {
             let got = f64::from(p1) - f64::from(p0);
             let err = (got - w).abs();
             let allowed = W_ATOL + (lr * G_RTOL * gmax / (gr.abs() + eps)).min(2.0 * lr);
-            assert!(err <= allowed, "{name}[{i}]: update {got:e} vs {w:e} (grad {gr:e}, allowed {allowed:e})");
+            assert!(
+                err <= allowed,
+                "{name}[{i}]: update {got:e} vs {w:e} (grad {gr:e}, allowed {allowed:e})"
+            );
             tight += usize::from(err <= W_ATOL + 1e-3 * lr);
         }
         let frac = tight as f64 / want.len() as f64;
-        assert!(frac >= TIGHT_FRACTION, "{name}: only {frac:.4} of elements within the tight bound");
+        assert!(
+            frac >= TIGHT_FRACTION,
+            "{name}: only {frac:.4} of elements within the tight bound"
+        );
     }
 }
 
@@ -122,7 +137,12 @@ fn gd_step_matches_pytorch() {
 fn run_rmu(case: &Value) -> (Llama, Vec<Value>) {
     let mut m = model();
     let f32s = |v: &Value| -> Vec<f32> { floats(v).into_iter().map(|x| x as f32).collect() };
-    let dirs: Vec<Vec<f32>> = case["directions"].as_array().unwrap().iter().map(f32s).collect();
+    let dirs: Vec<Vec<f32>> = case["directions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(f32s)
+        .collect();
     let s = RmuSettings {
         layer: case["layer"].as_u64().unwrap() as usize,
         update_layers: 0..2,
@@ -133,8 +153,21 @@ fn run_rmu(case: &Value) -> (Llama, Vec<Value>) {
         steps: 2,
         batch_size: 2,
     };
-    let forget: Vec<TokenCorpus> = case["forget"].as_array().unwrap().iter().map(|v| corpus("--forget", v)).collect();
-    let out = rmu(&mut m, &forget, &[corpus("--retain", &case["retain"])], &dirs, &s, |_| {}).unwrap();
+    let forget: Vec<TokenCorpus> = case["forget"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| corpus("--forget", v))
+        .collect();
+    let out = rmu(
+        &mut m,
+        &forget,
+        &[corpus("--retain", &case["retain"])],
+        &dirs,
+        &s,
+        |_| {},
+    )
+    .unwrap();
     (m, out.curve)
 }
 
@@ -144,8 +177,16 @@ fn rmu_two_steps_match_pytorch() {
     let case = &g["cases"]["rmu"];
     let (m, curve) = run_rmu(case);
     for (t, want) in case["steps"].as_array().unwrap().iter().enumerate() {
-        close(&format!("step {t} forget_loss"), curve[t]["forget_loss"].as_f64().unwrap(), want["forget_loss"].as_f64().unwrap());
-        close(&format!("step {t} loss"), curve[t]["loss"].as_f64().unwrap(), want["loss"].as_f64().unwrap());
+        close(
+            &format!("step {t} forget_loss"),
+            curve[t]["forget_loss"].as_f64().unwrap(),
+            want["forget_loss"].as_f64().unwrap(),
+        );
+        close(
+            &format!("step {t} loss"),
+            curve[t]["loss"].as_f64().unwrap(),
+            want["loss"].as_f64().unwrap(),
+        );
         let r = curve[t]["retain_loss"].as_f64().unwrap();
         let wr = want["retain_loss"].as_f64().unwrap();
         if t == 0 {

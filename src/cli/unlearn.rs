@@ -116,7 +116,12 @@ fn module(s: &str) -> Result<Proj, Error> {
         })
 }
 
-fn plan(method: Method, a: &UnlearnArgs, seed: u64, cfg: &LlamaConfig) -> anyhow::Result<UnlearnPlan> {
+fn plan(
+    method: Method,
+    a: &UnlearnArgs,
+    seed: u64,
+    cfg: &LlamaConfig,
+) -> anyhow::Result<UnlearnPlan> {
     let n = cfg.num_hidden_layers;
     let name = match method {
         Method::Ga => "ga",
@@ -135,13 +140,25 @@ fn plan(method: Method, a: &UnlearnArgs, seed: u64, cfg: &LlamaConfig) -> anyhow
         refuse(name, "--retain-weight", a.retain_weight.is_some())?;
     }
     if method == Method::Ga {
-        refuse(name, "--retain (ga uses no retain text)", !a.retain.is_empty())?;
+        refuse(
+            name,
+            "--retain (ga uses no retain text)",
+            !a.retain.is_empty(),
+        )?;
     } else if a.retain.is_empty() {
-        return Err(Error::usage("--retain", format!("{name} needs a retain file: pass --retain FILE")).into());
+        return Err(Error::usage(
+            "--retain",
+            format!("{name} needs a retain file: pass --retain FILE"),
+        )
+        .into());
     }
     let layers = match &a.layers {
         Some(s) => {
-            refuse(name, "--layers (use --layer and --update-layers)", method == Method::Rmu)?;
+            refuse(
+                name,
+                "--layers (use --layer and --update-layers)",
+                method == Method::Rmu,
+            )?;
             Some(range("--layers", s, n)?)
         }
         None => None,
@@ -168,7 +185,9 @@ fn plan(method: Method, a: &UnlearnArgs, seed: u64, cfg: &LlamaConfig) -> anyhow
                 .map(|s| range("--update-layers", s, n))
                 .transpose()?;
             if !a.steering_coef.is_empty() && a.steering_scale.is_some() {
-                return Err(Error::usage("--steering-scale", "conflicts with --steering-coef").into());
+                return Err(
+                    Error::usage("--steering-scale", "conflicts with --steering-coef").into(),
+                );
             }
             MethodPlan::Rmu {
                 layer: a.layer,
@@ -176,7 +195,11 @@ fn plan(method: Method, a: &UnlearnArgs, seed: u64, cfg: &LlamaConfig) -> anyhow
                 module: module(a.module.as_deref().unwrap_or("down_proj"))?,
                 steering_coef: (!a.steering_coef.is_empty()).then(|| a.steering_coef.clone()),
                 steering_scale: a.steering_scale.unwrap_or(DEFAULT_STEERING_SCALE),
-                alpha: if a.alpha.is_empty() { vec![DEFAULT_ALPHA] } else { a.alpha.clone() },
+                alpha: if a.alpha.is_empty() {
+                    vec![DEFAULT_ALPHA]
+                } else {
+                    a.alpha.clone()
+                },
             }
         }
     };
@@ -196,11 +219,18 @@ pub fn run(method: Method, a: UnlearnArgs, g: &GlobalOpts) -> anyhow::Result<Exi
     let cfg = LlamaConfig::from_file(&a.input.join(intervene::checkpoint::CONFIG_FILE))?;
     let plan = plan(method, &a, g.seed, &cfg)?;
     let quiet = g.quiet || a.json;
-    let (out, report) = unlearn_checkpoint(&a.input, &a.output, a.force, &plan, g.device_name(), |rec| {
-        if !quiet {
-            eprintln!("{}", step_line(rec));
-        }
-    })?;
+    let (out, report) = unlearn_checkpoint(
+        &a.input,
+        &a.output,
+        a.force,
+        &plan,
+        g.device_name(),
+        |rec| {
+            if !quiet {
+                eprintln!("{}", step_line(rec));
+            }
+        },
+    )?;
     if a.json {
         print_json(&serde_json::json!({
             "id": out.id,
@@ -225,7 +255,11 @@ pub fn run(method: Method, a: UnlearnArgs, g: &GlobalOpts) -> anyhow::Result<Exi
 
 /// `step 3: loss 1.23 (forget_nll 4.5, retain_nll 2.1)`.
 fn step_line(rec: &Value) -> String {
-    let mut s = format!("step {}: loss {:.6}", rec["step"], rec["loss"].as_f64().unwrap_or(f64::NAN));
+    let mut s = format!(
+        "step {}: loss {:.6}",
+        rec["step"],
+        rec["loss"].as_f64().unwrap_or(f64::NAN)
+    );
     for k in ["forget_nll", "retain_nll", "forget_loss", "retain_loss"] {
         if let Some(v) = rec.get(k).and_then(Value::as_f64) {
             s += &format!(", {k} {v:.6}");

@@ -106,7 +106,10 @@ pub fn unlearn_checkpoint(
     let tok = Tokenizer::from_file(input.join(TOKENIZER_FILE))?;
     let is_rmu = matches!(plan.method, MethodPlan::Rmu { .. });
     if plan.forget.is_empty() {
-        return Err(Error::usage("--forget", "at least one forget file is needed"));
+        return Err(Error::usage(
+            "--forget",
+            "at least one forget file is needed",
+        ));
     }
     if plan.retain.is_empty() && !matches!(plan.method, MethodPlan::Ga { .. }) {
         return Err(Error::usage(
@@ -130,9 +133,9 @@ pub fn unlearn_checkpoint(
     let mut model = Llama::load(&ckpt)?;
     let n_layers = model.config().num_hidden_layers;
     let bs = plan.batch_size.max(1);
-    let steps = plan
-        .steps
-        .unwrap_or_else(|| forget.len() * forget.iter().map(|c| c.n_batches(bs)).min().unwrap_or(1));
+    let steps = plan.steps.unwrap_or_else(|| {
+        forget.len() * forget.iter().map(|c| c.n_batches(bs)).min().unwrap_or(1)
+    });
 
     let mut report = json!({});
     let (params, outcome): (Value, Outcome) = match &plan.method {

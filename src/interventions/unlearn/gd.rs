@@ -15,7 +15,7 @@ use super::{check_finite, Outcome};
 use crate::error::{Error, Result};
 use crate::model::Llama;
 use crate::optim::{Adam, AdamConfig};
-use crate::train::{LossTerm, Objective, Target, Trainer, TrainableSet};
+use crate::train::{LossTerm, Objective, Target, TrainableSet, Trainer};
 
 /// Settings of a GA/GD run.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,10 +74,16 @@ pub fn gradient_difference(
     mut progress: impl FnMut(&Value),
 ) -> Result<Outcome> {
     if forget.is_empty() {
-        return Err(Error::usage("--forget", "at least one forget file is needed"));
+        return Err(Error::usage(
+            "--forget",
+            "at least one forget file is needed",
+        ));
     }
     if s.retain_weight.is_some() && retain.is_empty() {
-        return Err(Error::usage("--retain", "gd needs at least one retain file"));
+        return Err(Error::usage(
+            "--retain",
+            "gd needs at least one retain file",
+        ));
     }
     super::check_schedule(s.steps, s.batch_size, s.lr)?;
     let set = s.trainable(model)?;

@@ -33,7 +33,10 @@ fn check_schedule(steps: usize, batch_size: usize, lr: f32) -> Result<()> {
         return Err(Error::usage("--batch-size", "must be at least 1"));
     }
     if !(lr.is_finite() && lr > 0.0) {
-        return Err(Error::usage("--lr", format!("{lr} must be positive and finite")));
+        return Err(Error::usage(
+            "--lr",
+            format!("{lr} must be positive and finite"),
+        ));
     }
     Ok(())
 }

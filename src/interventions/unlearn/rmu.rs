@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::model::names::Proj;
 use crate::model::{Hooks, Llama, Logits};
 use crate::optim::{Adam, AdamConfig};
-use crate::train::{LossTerm, MseTarget, Objective, Trainer, TrainableSet};
+use crate::train::{LossTerm, MseTarget, Objective, TrainableSet, Trainer};
 
 /// Settings of an RMU run. `steering_coef` and `alpha` hold one value per forget corpus.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +45,10 @@ impl RmuSettings {
         if self.layer >= n {
             return Err(Error::usage(
                 "--layer",
-                format!("{} is out of range (the model has {n} layers, 0..{n})", self.layer),
+                format!(
+                    "{} is out of range (the model has {n} layers, 0..{n})",
+                    self.layer
+                ),
             ));
         }
         let u = &self.update_layers;
@@ -58,7 +61,10 @@ impl RmuSettings {
                 ),
             ));
         }
-        for (flag, v) in [("--steering-coef", &self.steering_coef), ("--alpha", &self.alpha)] {
+        for (flag, v) in [
+            ("--steering-coef", &self.steering_coef),
+            ("--alpha", &self.alpha),
+        ] {
             if v.len() != n_forget || v.iter().any(|x| !x.is_finite() || *x < 0.0) {
                 return Err(Error::usage(
                     flag,
@@ -162,10 +168,16 @@ pub fn rmu(
     mut progress: impl FnMut(&Value),
 ) -> Result<Outcome> {
     if forget.is_empty() {
-        return Err(Error::usage("--forget", "at least one forget file is needed"));
+        return Err(Error::usage(
+            "--forget",
+            "at least one forget file is needed",
+        ));
     }
     if retain.is_empty() {
-        return Err(Error::usage("--retain", "rmu needs at least one retain file"));
+        return Err(Error::usage(
+            "--retain",
+            "rmu needs at least one retain file",
+        ));
     }
     s.validate(model, forget.len())?;
     let c = model.config().hidden_size;
