@@ -84,7 +84,9 @@ pub struct UnlearnArgs {
     pub json: bool,
 }
 
-/// The tuned default multiple of the layer's median token norm (bench/RESULTS.md, issue 8).
+/// The default multiple of the layer's median token norm. NOT tuned yet: a first choice (the
+/// adaptive-RMU idea of scaling c by the frozen activation norm); on SmolLM2 it did not remove
+/// the forget facts in 32 steps (bench/RESULTS.md, issue 8).
 const DEFAULT_STEERING_SCALE: f32 = 4.0;
 /// Zephyr-7B's published RMU alpha.
 const DEFAULT_ALPHA: f32 = 1200.0;
