@@ -11,6 +11,7 @@ mod import;
 mod inspect;
 mod rome;
 mod score;
+mod unlearn;
 mod verify;
 
 use std::process::ExitCode;
@@ -78,6 +79,12 @@ enum Command {
     Ft(finetune::FtArgs),
     /// Knowledge editing with LoRA adapters trained on the requests' targets, then merged.
     Lora(finetune::LoraArgs),
+    /// Unlearning by gradient ascent on the forget text.
+    Ga(unlearn::UnlearnArgs),
+    /// Unlearning by gradient difference: ascent on forget text, descent on retain text.
+    Gd(unlearn::UnlearnArgs),
+    /// RMU: steer a layer's activations on forget text to a random direction, keep them on retain text.
+    Rmu(unlearn::UnlearnArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -107,6 +114,9 @@ pub fn main() -> ExitCode {
         Command::Memit(a) => rome::run(EditMethod::Memit, a, &cli.global),
         Command::Ft(a) => finetune::run_ft_cmd(a, &cli.global),
         Command::Lora(a) => finetune::run_lora_cmd(a, &cli.global),
+        Command::Ga(a) => unlearn::run(unlearn::Method::Ga, a, &cli.global),
+        Command::Gd(a) => unlearn::run(unlearn::Method::Gd, a, &cli.global),
+        Command::Rmu(a) => unlearn::run(unlearn::Method::Rmu, a, &cli.global),
     });
     match result {
         Ok(code) => code,

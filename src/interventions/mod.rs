@@ -3,4 +3,5 @@
 
 pub mod compress;
 pub mod edit;
+pub mod unlearn;
 pub mod write_changed;

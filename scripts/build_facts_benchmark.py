@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Builds the facts forget/retain benchmark (issue 8): facts the model actually knows, split by
+relation into a forget set (where things and people are: every relation whose object is a
+place) and a retain set (every other relation: languages, companies, products, sports, jobs,
+religions, ...).
+
+Python standard library only; it runs the `intervene` binary (`eval --task mc`) to check which
+facts the model answers correctly. From the repository root:
+
+    cargo build --release
+    python3 scripts/build_facts_benchmark.py --model models/smollm2 [--intervene PATH] [--seed 0]
+
+Sources (SOURCES.md §1c, §1d): ROME's known facts (`rome_known_1000.json`, 1,209 facts) and
+CounterFact's ROME-format requests (`counterfact_rome_requests_100.jsonl`, the true object
+`target_true`), both with a Wikidata relation id. For every fact with a relation of at least 4
+distinct objects, a 4-way multiple-choice question in the WMDP JSONL format is made: the
+question is the prompt followed by " ...", the choices are the true object and 3 other objects
+of the same relation drawn with a seeded `random.Random`, shuffled. The model is asked every
+question (zero-shot, lm-eval's prompt, as `intervene eval --task mc` scores WMDP, with the topic
+"general knowledge"); only the questions it answers correctly are kept, so both sets start at
+accuracy 1.0 for that model and chance is 0.25.
+
+Writes into --out (default data/facts/):
+  forget_mc.jsonl, retain_mc.jsonl      {"question", "choices", "answer"} (WMDP format)
+  forget_text.jsonl, retain_text.jsonl  {"text": "<prompt> <object>."}: one statement per kept fact
+  manifest.json                         counts per relation, sources and their sha256, settings
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = "/work/shared/data/knowledge_editing"
+# Relations whose object is a place (Wikidata ids as ROME uses them).
+FORGET_RELATIONS = {
+    "P17",  # located in the country of
+    "P30",  # located in the continent
+    "P36",  # capital of
+    "P131",  # located in (administrative unit)
+    "P159",  # headquarters location
+    "P276",  # location
+    "P495",  # country of origin
+    "P740",  # location of formation
+    "P19",  # place of birth
+    "P20",  # place of death
+    "P937",  # work location
+    "P27",  # country of citizenship
+}
+TOPIC = "general knowledge"
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def load_facts(data):
+    facts, seen = [], set()
+    known = os.path.join(data, "rome_known_1000.json")
+    with open(known) as f:
+        for r in json.load(f):
+            facts.append((r["relation_id"], r["subject"], r["prompt"], r["attribute"], f"known:{r['known_id']}"))
+    cf = os.path.join(data, "counterfact_rome_requests_100.jsonl")
+    with open(cf) as f:
+        for line in f:
+            q = json.loads(line)["request"]
+            prompt = q["prompt"].replace("{}", q["subject"])
+            facts.append((q["relation_id"], q["subject"], prompt, q["target_true"]["str"], "counterfact:" + q["subject"]))
+    out = []
+    for rel, subj, prompt, obj, src in facts:
+        key = (rel, subj.strip().lower())
+        if key in seen or not obj.strip():
+            continue
+        seen.add(key)
+        out.append({"relation": rel, "subject": subj, "prompt": prompt.strip(), "object": obj.strip(), "source": src})
+    return out, [known, cf]
+
+
+def questions(facts, seed):
+    objects = {}
+    for f in facts:
+        objects.setdefault(f["relation"], set()).add(f["object"])
+    out = []
+    for i, f in enumerate(facts):
+        pool = sorted(objects[f["relation"]] - {f["object"]})
+        if len(pool) < 3:
+            continue
+        rng = random.Random(seed * 1_000_003 + i)
+        choices = rng.sample(pool, 3) + [f["object"]]
+        rng.shuffle(choices)
+        out.append(dict(f, mc={"question": f["prompt"] + " ...", "choices": choices, "answer": choices.index(f["object"])}))
+    return out
+
+
+def ask(intervene, model, items):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "candidates.jsonl")
+        with open(path, "w") as f:
+            for it in items:
+                f.write(json.dumps(it["mc"]) + "\n")
+        cmd = [intervene, "-q", "eval", model, "--task", "mc", "--data", path, "--subject", TOPIC, "--no-record", "--json"]
+        print("+", " ".join(cmd), file=sys.stderr)
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["per_item"]["choices"]
+
+
+def write_jsonl(path, rows):
+    with open(path, "w") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "smollm2"))
+    ap.add_argument("--intervene", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "release", "intervene"))
+    ap.add_argument("--data", default=DATA)
+    ap.add_argument("--out", default=os.path.join(ROOT, "data", "facts"))
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+
+    facts, sources = load_facts(a.data)
+    items = questions(facts, a.seed)
+    picked = ask(a.intervene, a.model, items)
+    known = [it for it, p in zip(items, picked) if p == it["mc"]["answer"]]
+    os.makedirs(a.out, exist_ok=True)
+    manifest = {
+        "model": os.path.basename(os.path.normpath(a.model)),
+        "seed": a.seed,
+        "topic": TOPIC,
+        "candidates": len(items),
+        "answered_correctly": len(known),
+        "forget_relations": sorted(FORGET_RELATIONS),
+        "sources": {os.path.basename(p): sha256(p) for p in sources},
+        "sets": {},
+    }
+    for name, keep in [("forget", lambda r: r in FORGET_RELATIONS), ("retain", lambda r: r not in FORGET_RELATIONS)]:
+        rows = [it for it in known if keep(it["relation"])]
+        write_jsonl(os.path.join(a.out, f"{name}_mc.jsonl"), [it["mc"] for it in rows])
+        write_jsonl(os.path.join(a.out, f"{name}_text.jsonl"), [{"text": f"{it['prompt']} {it['object']}."} for it in rows])
+        per_rel = {}
+        for it in rows:
+            per_rel[it["relation"]] = per_rel.get(it["relation"], 0) + 1
+        asked = sum(1 for it in items if keep(it["relation"]))
+        manifest["sets"][name] = {"kept": len(rows), "asked": asked, "per_relation": dict(sorted(per_rel.items()))}
+    with open(os.path.join(a.out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.write("\n")
+    print(json.dumps({k: manifest[k] for k in ("candidates", "answered_correctly")}), {k: v["kept"] for k, v in manifest["sets"].items()})
+
+
+if __name__ == "__main__":
+    main()
