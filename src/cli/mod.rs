@@ -3,6 +3,7 @@
 //! codes (DESIGN.md: 0 success, 1 a check failed, 2 usage or input error).
 
 mod common;
+mod completions;
 mod compress;
 mod eval;
 mod generate;
@@ -12,7 +13,7 @@ mod verify;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use intervene::interventions::compress::plan::Method;
 
 pub use common::GlobalOpts;
@@ -58,6 +59,8 @@ enum Command {
     /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
     /// accuracy, or perplexity) and record the result in its provenance.
     Eval(eval::EvalArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
         Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
         Command::Eval(a) => eval::run(a, &cli.global),
+        Command::Completions(a) => completions::run(a, Cli::command()),
     });
     match result {
         Ok(code) => code,
