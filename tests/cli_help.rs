@@ -82,15 +82,25 @@ fn every_flag_is_documented() {
                 continue;
             }
             let t = l.trim_start();
-            if !in_options || !(t.starts_with('-') || t.starts_with('<')) {
+            // Option lines (`-o, --output`, `--bits`) and arguments (`<DIR>`); not the `- value:`
+            // lines that list an enum's possible values.
+            let is_flag = t.starts_with("--")
+                || t.starts_with('<')
+                || (t.starts_with('-') && t.chars().nth(1).is_some_and(char::is_alphanumeric));
+            if !in_options || !is_flag {
                 continue;
             }
             // `  --flag <X>  Description` on one line, or the description on the next line
             // (long help).
-            let inline = l.trim().split("  ").filter(|p| !p.trim().is_empty()).count() > 1;
-            let next = lines.get(i + 1).is_some_and(|n| {
-                n.starts_with("          ") && !n.trim_start().starts_with('-')
-            });
+            let inline = l
+                .trim()
+                .split("  ")
+                .filter(|p| !p.trim().is_empty())
+                .count()
+                > 1;
+            let next = lines
+                .get(i + 1)
+                .is_some_and(|n| n.starts_with("          ") && !n.trim_start().starts_with('-'));
             if !inline && !next {
                 undocumented.push(format!("{c:?}: {}", l.trim()));
             }

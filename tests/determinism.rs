@@ -101,14 +101,24 @@ fn interventions_give_the_same_id_across_runs_and_thread_counts() {
     for (tag, args) in [
         ("rtn", vec!["rtn", b, "--bits", "4", "--group-size", "32"]),
         ("magnitude", vec!["magnitude", b, "--sparsity", "0.5"]),
-        ("gptq", with_calib("gptq", &["--group-size", "64", "--act-order"])),
+        (
+            "gptq",
+            with_calib("gptq", &["--group-size", "64", "--act-order"]),
+        ),
         ("wanda", with_calib("wanda", &["--sparsity", "0.5"])),
         ("sparsegpt", with_calib("sparsegpt", &["--pattern", "2:4"])),
         (
             "awq",
             with_calib(
                 "awq",
-                &["--group-size", "64", "--awq-search-samples", "2", "--awq-search-seqlen", "32"],
+                &[
+                    "--group-size",
+                    "64",
+                    "--awq-search-samples",
+                    "2",
+                    "--awq-search-seqlen",
+                    "32",
+                ],
             ),
         ),
     ] {
@@ -118,7 +128,11 @@ fn interventions_give_the_same_id_across_runs_and_thread_counts() {
         assert_eq!(weights(&outs[0]), weights(&outs[1]), "{tag}");
     }
     // A GGUF import (dequantisation of Q8_0 blocks) too.
-    three(&s, "gguf", &["import", path_str(&fixture("tiny/tiny_q8_0.gguf"))]);
+    three(
+        &s,
+        "gguf",
+        &["import", path_str(&fixture("tiny/tiny_q8_0.gguf"))],
+    );
 }
 
 #[test]
@@ -154,7 +168,10 @@ fn evaluation_changes_neither_the_id_nor_the_weights_and_is_thread_independent()
         metrics.push(v["ppl"].clone());
     }
     assert!(metrics[0].as_f64().is_some(), "{metrics:?}");
-    assert_eq!(metrics[0], metrics[1], "ppl differs between --threads 1 and 2");
+    assert_eq!(
+        metrics[0], metrics[1],
+        "ppl differs between --threads 1 and 2"
+    );
     let p = prov(&base);
     assert_eq!(p["id"], id);
     assert_eq!(p["evaluations"].as_array().unwrap().len(), 2);

@@ -33,7 +33,9 @@ fn hash_dir(dir: &Path) -> Vec<(String, String)> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .map(|p| {
-            let h = blake3::hash(&std::fs::read(&p).unwrap()).to_hex().to_string();
+            let h = blake3::hash(&std::fs::read(&p).unwrap())
+                .to_hex()
+                .to_string();
             (p.file_name().unwrap().to_string_lossy().into_owned(), h)
         })
         .collect();
@@ -92,9 +94,15 @@ fn sigkill_never_leaves_a_half_written_checkpoint() {
         // Alternate the two writers; delays span 0 to 1.2x a full run, so some kills land
         // before the write starts, most during it, and some after it finished.
         let (args, full): (Vec<&str>, Duration) = if i % 2 == 0 {
-            (vec!["-q", "import", path_str(&src), "-o", path_str(&out)], t_import)
+            (
+                vec!["-q", "import", path_str(&src), "-o", path_str(&out)],
+                t_import,
+            )
         } else {
-            (vec!["-q", "rtn", path_str(&base), "-o", path_str(&out)], t_rtn)
+            (
+                vec!["-q", "rtn", path_str(&base), "-o", path_str(&out)],
+                t_rtn,
+            )
         };
         let delay = full.mul_f64((rng.next() % 1200) as f64 / 1000.0);
         let mut child = Command::new(BIN)
@@ -109,7 +117,10 @@ fn sigkill_never_leaves_a_half_written_checkpoint() {
 
         if out.exists() {
             let v = intervene(&["verify", "--no-inputs", path_str(&out)]);
-            assert_eq!(v.code, 0, "iteration {i} ({args:?}, kill after {delay:?}): {v}");
+            assert_eq!(
+                v.code, 0,
+                "iteration {i} ({args:?}, kill after {delay:?}): {v}"
+            );
             complete += 1;
         } else {
             absent += 1;
@@ -235,7 +246,8 @@ fn a_read_only_output_parent_exits_2_and_leaves_nothing() {
     ]);
     assert_eq!(r.code, 2, "{r}");
     assert!(
-        r.stderr.contains("-o/--output: cannot create the staging directory"),
+        r.stderr
+            .contains("-o/--output: cannot create the staging directory"),
         "{r}"
     );
     assert!(

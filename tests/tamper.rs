@@ -171,7 +171,11 @@ fn a_swapped_weights_file_is_reported() {
     let l = lineage();
     // The parent's weights under the child's provenance: recognised as chain[0]'s.
     let d = copy(&l, &l.rtn, "swap-parent");
-    std::fs::copy(l.base.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        l.base.join("model.safetensors"),
+        d.join("model.safetensors"),
+    )
+    .unwrap();
     let r = verify(&d);
     assert_mismatch(
         &r,
@@ -179,11 +183,18 @@ fn a_swapped_weights_file_is_reported() {
     );
     // A sibling's weights: every pruned tensor is named.
     let d = copy(&l, &l.rtn, "swap-sibling");
-    std::fs::copy(l.pruned.join("model.safetensors"), d.join("model.safetensors")).unwrap();
+    std::fs::copy(
+        l.pruned.join("model.safetensors"),
+        d.join("model.safetensors"),
+    )
+    .unwrap();
     let r = verify(&d);
     assert_mismatch(
         &r,
-        &["weights hash to", "tensor `model.layers.0.mlp.down_proj.weight`"],
+        &[
+            "weights hash to",
+            "tensor `model.layers.0.mlp.down_proj.weight`",
+        ],
     );
     assert!(!r.stderr.contains("earlier checkpoint"), "{r}");
 }
@@ -236,7 +247,10 @@ fn forged_or_edited_evaluations_are_reported() {
     let mut p = read_prov(&d);
     p["evaluations"][0]["metrics"]["ppl"] = Value::from(3.5);
     write_prov(&d, &p);
-    assert_mismatch(&verify(&d), &["evaluations[0] (`ppl` of", "content differs"]);
+    assert_mismatch(
+        &verify(&d),
+        &["evaluations[0] (`ppl` of", "content differs"],
+    );
 
     // An evaluation added by hand, without a digest.
     let d = copy(&l, &l.rtn, "forged");

@@ -77,7 +77,11 @@ pub struct Provenance {
 pub fn entry_digest<T: Serialize>(tag: &str, prev: Option<&str>, entry: &T) -> String {
     let json = serde_json::to_vec(entry).expect("provenance entries serialise");
     let mut h = blake3::Hasher::new();
-    for part in [tag.as_bytes(), prev.unwrap_or("").as_bytes(), json.as_slice()] {
+    for part in [
+        tag.as_bytes(),
+        prev.unwrap_or("").as_bytes(),
+        json.as_slice(),
+    ] {
         h.update(&(part.len() as u64).to_le_bytes());
         h.update(part);
     }
@@ -87,9 +91,19 @@ pub fn entry_digest<T: Serialize>(tag: &str, prev: Option<&str>, entry: &T) -> S
 pub const CHAIN_TAG: &str = "intervene-step/1";
 pub const EVALUATION_TAG: &str = "intervene-evaluation/1";
 
-/// Digests for `entries`, keeping the `recorded` ones that exist and computing the rest.
-fn extend_digests<T: Serialize>(tag: &str, entries: &[T], recorded: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = recorded.iter().take(entries.len()).cloned().collect();
+/// Digests for `entries`: the `recorded` ones for the first `known` entries (a file may record
+/// too many or too few; verify reports that), computed for the rest.
+fn extend_digests<T: Serialize>(
+    tag: &str,
+    entries: &[T],
+    recorded: &[String],
+    known: usize,
+) -> Vec<String> {
+    let mut out: Vec<String> = recorded
+        .iter()
+        .take(known.min(entries.len()))
+        .cloned()
+        .collect();
     for e in &entries[out.len()..] {
         let d = entry_digest(tag, out.last().map(String::as_str), e);
         out.push(d);
@@ -106,7 +120,7 @@ impl Provenance {
         Provenance {
             format: FORMAT.to_string(),
             id: chain[0].output.clone(),
-            chain_digests: extend_digests(CHAIN_TAG, &chain, &[]),
+            chain_digests: extend_digests(CHAIN_TAG, &chain, &[], 0),
             chain,
             evaluations: Vec::new(),
             evaluation_digests: Vec::new(),
@@ -123,13 +137,14 @@ impl Provenance {
         Provenance {
             format: FORMAT.to_string(),
             id,
-            chain_digests: extend_digests(CHAIN_TAG, &chain, &self.chain_digests),
+            chain_digests: extend_digests(CHAIN_TAG, &chain, &self.chain_digests, self.chain.len()),
             chain,
             evaluations: self.evaluations.clone(),
             evaluation_digests: extend_digests(
                 EVALUATION_TAG,
                 &self.evaluations,
                 &self.evaluation_digests,
+                self.evaluations.len(),
             ),
             tensors: BTreeMap::new(),
         }
@@ -137,9 +152,14 @@ impl Provenance {
 
     /// Appends an evaluation with its digest.
     pub fn push_evaluation(&mut self, eval: Evaluation) {
+        let known = self.evaluations.len();
         self.evaluations.push(eval);
-        self.evaluation_digests =
-            extend_digests(EVALUATION_TAG, &self.evaluations, &self.evaluation_digests);
+        self.evaluation_digests = extend_digests(
+            EVALUATION_TAG,
+            &self.evaluations,
+            &self.evaluation_digests,
+            known,
+        );
     }
 
     pub fn read(path: &Path) -> Result<Self> {

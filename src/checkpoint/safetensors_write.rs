@@ -113,8 +113,7 @@ impl SafetensorsWriter {
             .write_all(bytes)
             .map_err(|e| Error::io("write", &self.path, e))?;
         self.id.tensor(&spec.name, spec.dtype, &spec.shape, bytes);
-        self.hashes
-            .insert(spec.name.clone(), tensor_hash(bytes));
+        self.hashes.insert(spec.name.clone(), tensor_hash(bytes));
         self.next += 1;
         Ok(())
     }

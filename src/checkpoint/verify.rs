@@ -292,10 +292,9 @@ fn check_inputs(p: &Provenance, prov_path: &Path, report: &mut VerifyReport) {
                 "`{prov}` {what} input `{}` (`{}`) now hashes to {h}, recorded {}",
                 f.role, f.path, f.blake3
             )),
-            Err(e) => report.problems.push(format!(
-                "`{prov}` {what} input `{}`: {e}",
-                f.role
-            )),
+            Err(e) => report
+                .problems
+                .push(format!("`{prov}` {what} input `{}`: {e}", f.role)),
         }
     };
     for (i, s) in p.chain.iter().enumerate() {

@@ -130,8 +130,25 @@ pub fn char_tokenizer() -> Value {
 /// Deterministic pseudo-text as JSON Lines: `docs` documents of about `chars` characters.
 pub fn corpus(docs: usize, chars: usize, seed: u64) -> String {
     let words = [
-        "the", "model", "weights", "are", "pruned", "and", "quantised", "layer", "by", "one",
-        "with", "calibration", "text", "from", "a", "small", "corpus", "of", "words",
+        "the",
+        "model",
+        "weights",
+        "are",
+        "pruned",
+        "and",
+        "quantised",
+        "layer",
+        "by",
+        "one",
+        "with",
+        "calibration",
+        "text",
+        "from",
+        "a",
+        "small",
+        "corpus",
+        "of",
+        "words",
     ];
     let mut state = seed;
     let mut out = String::new();
