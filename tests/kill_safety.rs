@@ -55,7 +55,7 @@ fn others(dir: &Path, keep: &[&str]) -> Vec<String> {
 /// A SplitMix64 for kill delays (fixed seed: the run is reproducible in its choices).
 struct Rng(u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -104,7 +104,7 @@ fn sigkill_never_leaves_a_half_written_checkpoint() {
                 t_rtn,
             )
         };
-        let delay = full.mul_f64((rng.next() % 1200) as f64 / 1000.0);
+        let delay = full.mul_f64((rng.next_u64() % 1200) as f64 / 1000.0);
         let mut child = Command::new(BIN)
             .args(&args)
             .stdout(std::process::Stdio::null())
