@@ -159,7 +159,11 @@ pub fn corpus(docs: usize, chars: usize, seed: u64) -> String {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             doc.push_str(words[(state >> 33) as usize % words.len()]);
-            doc.push(if (state >> 20).is_multiple_of(9) { '.' } else { ' ' });
+            doc.push(if (state >> 20).is_multiple_of(9) {
+                '.'
+            } else {
+                ' '
+            });
         }
         out.push_str(&serde_json::to_string(&json!({ "text": doc })).unwrap());
         out.push('\n');
