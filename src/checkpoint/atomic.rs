@@ -1,6 +1,8 @@
-//! Atomic checkpoint directories: everything is written into `OUT.tmp-<random>` beside OUT,
-//! fsynced, then renamed into place. A crash leaves at most a temp directory, never a half
-//! checkpoint at OUT; dropping an uncommitted `StagingDir` removes the temp directory.
+//! Atomic checkpoint directories: everything is written into `.OUT.tmp-<pid>-<random>` beside
+//! OUT, fsynced, then renamed into place. A crash leaves at most a temp directory, never a half
+//! checkpoint at OUT; dropping an uncommitted `StagingDir` removes the temp directory. A process
+//! killed outright (SIGKILL, power loss) cannot run that cleanup, so the next write to the same
+//! OUT removes the temp entries whose writer process is gone (`sweep_stale`).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -68,19 +70,74 @@ fn parent_of(out: &Path) -> PathBuf {
     }
 }
 
-fn sibling(out: &Path, tag: &str) -> PathBuf {
+fn sibling_prefix(out: &Path, tag: &str) -> String {
     let name = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".to_string());
-    parent_of(out).join(format!(".{name}.{tag}-{}", unique_suffix()))
+    format!(".{name}.{tag}-")
+}
+
+/// `.OUT.tag-<pid>-<random>`: the pid lets a later run tell a dead writer's leftovers from a
+/// live writer's work in progress.
+fn sibling(out: &Path, tag: &str) -> PathBuf {
+    parent_of(out).join(format!(
+        "{}{}-{}",
+        sibling_prefix(out, tag),
+        std::process::id(),
+        unique_suffix()
+    ))
+}
+
+/// Removes `.OUT.tmp-<pid>-*` entries left beside OUT by writers that were killed (their pid
+/// no longer runs). Only on systems with `/proc`, where liveness can be checked; elsewhere the
+/// leftovers stay (they are hidden names, never mistaken for OUT). Moved-aside old outputs
+/// (`.OUT.old-*`) are never removed here: after a kill between the two renames of `--force`
+/// they hold the only copy of the previous output.
+pub fn sweep_stale(out: &Path) {
+    let proc_root = Path::new("/proc/self");
+    if !proc_root.exists() {
+        return;
+    }
+    let prefix = sibling_prefix(out, "tmp");
+    let Ok(entries) = fs::read_dir(parent_of(out)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let p = e.path();
+        let _ = if p.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        };
+    }
 }
 
 impl StagingDir {
     pub fn create(out: &Path, force: bool) -> Result<Self> {
         check_output_path(out, force)?;
+        sweep_stale(out);
         let tmp = sibling(out, "tmp");
-        fs::create_dir(&tmp).map_err(|e| Error::io("create directory", &tmp, e))?;
+        fs::create_dir(&tmp).map_err(|e| {
+            Error::usage(
+                "-o/--output",
+                format!(
+                    "cannot create the staging directory `{}` beside `{}`: {e}",
+                    tmp.display(),
+                    out.display()
+                ),
+            )
+        })?;
         Ok(StagingDir {
             tmp,
             out: out.to_path_buf(),
@@ -151,6 +208,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// Writes a single file atomically (temp file beside it, fsync, rename): used to append
 /// evaluations to provenance.json without ever leaving a truncated file.
 pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    sweep_stale(path);
     let tmp = sibling(path, "tmp");
     let res = (|| {
         let mut f = File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;

@@ -20,9 +20,9 @@ pub use atomic::{check_output_path, replace_file, StagingDir};
 pub use dtype::DType;
 pub use id::{hash_file, IdHasher};
 pub use provenance::{Evaluation, InputFile, Provenance, Step};
-pub use safetensors_read::{SafetensorsFile, TensorInfo};
-pub use safetensors_write::{SafetensorsWriter, TensorSpec};
-pub use verify::{verify, VerifyReport};
+pub use safetensors_read::{parse as parse_safetensors, SafetensorsFile, TensorInfo};
+pub use safetensors_write::{tensor_hash, SafetensorsWriter, TensorSpec};
+pub use verify::{check_provenance, verify, verify_with, VerifyOptions, VerifyReport};
 pub use write::{pretty_json, write_checkpoint, CheckpointFiles};
 
 use crate::backend::Tensor;

@@ -3,6 +3,7 @@
 //! are in name order, the only metadata is `format: pt`, and the header is space-padded to a
 //! multiple of 8 bytes. The checkpoint id is hashed from the same bytes as they are written.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub struct SafetensorsWriter {
     specs: Vec<TensorSpec>,
     next: usize,
     id: IdHasher,
+    /// Each tensor's `blake3:<hex>` (recorded in provenance so verify can name a changed one).
+    hashes: BTreeMap<String, String>,
 }
 
 impl SafetensorsWriter {
@@ -69,6 +72,7 @@ impl SafetensorsWriter {
             specs,
             next: 0,
             id: IdHasher::new(),
+            hashes: BTreeMap::new(),
         })
     }
 
@@ -109,8 +113,14 @@ impl SafetensorsWriter {
             .write_all(bytes)
             .map_err(|e| Error::io("write", &self.path, e))?;
         self.id.tensor(&spec.name, spec.dtype, &spec.shape, bytes);
+        self.hashes.insert(spec.name.clone(), tensor_hash(bytes));
         self.next += 1;
         Ok(())
+    }
+
+    /// The hashes of the tensors written so far, by name.
+    pub fn tensor_hashes(&self) -> &BTreeMap<String, String> {
+        &self.hashes
     }
 
     /// Flushes and fsyncs; returns the checkpoint id.
@@ -129,4 +139,9 @@ impl SafetensorsWriter {
             .map_err(|e| Error::io("fsync", &self.path, e))?;
         Ok(self.id.finish())
     }
+}
+
+/// The per-tensor hash recorded in provenance: blake3 of the stored bytes.
+pub fn tensor_hash(bytes: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(bytes).to_hex())
 }

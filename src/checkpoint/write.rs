@@ -74,6 +74,7 @@ pub fn write_checkpoint<'a>(
         let bytes = produce(spec)?;
         writer.write_tensor(&spec.name, &bytes)?;
     }
+    let hashes = writer.tensor_hashes().clone();
     let id = writer.finish()?;
     staging.write_file(CONFIG_FILE, &files.config)?;
     for (name, content) in [
@@ -85,7 +86,8 @@ pub fn write_checkpoint<'a>(
             staging.write_file(name, bytes)?;
         }
     }
-    let prov = provenance(&id);
+    let mut prov = provenance(&id);
+    prov.tensors = hashes;
     staging.write_file(PROVENANCE_FILE, &prov.to_json_bytes())?;
     staging.commit()?;
     Ok(id)

@@ -45,7 +45,7 @@ pub struct CompressArgs {
     /// GPTQ/SparseGPT: Cholesky retries with 10x larger damping before giving up.
     #[arg(long, default_value_t = 4)]
     pub damp_retries: u32,
-    /// GPTQ/SparseGPT: columns per lazy-update block.
+    /// GPTQ/SparseGPT: input columns per lazy-update block.
     #[arg(long, default_value_t = 128)]
     pub block_size: usize,
     /// GPTQ/SparseGPT/Wanda: solve q/k/v, o, gate/up, down in turn, recollecting inputs.
@@ -60,7 +60,7 @@ pub struct CompressArgs {
     /// Calibration text: plain text, or JSONL with a `text` field (gptq, awq, wanda, sparsegpt).
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
-    /// Calibration windows.
+    /// Calibration windows of --seqlen tokens, sampled from --calib with --seed.
     #[arg(long, default_value_t = 128)]
     pub calib_samples: usize,
     /// Tokens per calibration window.

@@ -42,12 +42,13 @@ impl Task {
 pub struct EvalArgs {
     /// Checkpoint directory (a plain Hugging Face directory is evaluated but nothing is recorded).
     pub dir: PathBuf,
+    /// What to measure.
     #[arg(long, value_enum)]
     pub task: Task,
     /// Edit requests (zsRE, CounterFact, ROME JSONL), MMLU CSV or directory, WMDP JSONL, or text.
     #[arg(long)]
     pub data: PathBuf,
-    /// Most items to score (requests, questions, windows).
+    /// Most items to score (requests, questions, windows; default: all).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Items to skip first.
@@ -62,7 +63,7 @@ pub struct EvalArgs {
     /// edit: the unedited model, to report `locality_agreement`.
     #[arg(long)]
     pub baseline: Option<PathBuf>,
-    /// edit: the study's `max_length` (prompt + generated tokens; also caps the target).
+    /// edit: the study's `max_length` in tokens (prompt + generated; also caps the target).
     #[arg(long, default_value_t = 30)]
     pub max_length: usize,
     /// mc: at most N questions per subject (after --offset/--limit).

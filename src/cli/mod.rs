@@ -3,6 +3,7 @@
 //! codes (DESIGN.md: 0 success, 1 a check failed, 2 usage or input error).
 
 mod common;
+mod completions;
 mod compress;
 mod eval;
 mod finetune;
@@ -16,7 +17,7 @@ mod verify;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use intervene::interventions::compress::plan::Method;
 use intervene::interventions::edit::driver::EditMethod;
 
@@ -85,6 +86,8 @@ enum Command {
     Gd(unlearn::UnlearnArgs),
     /// RMU: steer a layer's activations on forget text to a random direction, keep them on retain text.
     Rmu(unlearn::UnlearnArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -117,6 +120,7 @@ pub fn main() -> ExitCode {
         Command::Ga(a) => unlearn::run(unlearn::Method::Ga, a, &cli.global),
         Command::Gd(a) => unlearn::run(unlearn::Method::Gd, a, &cli.global),
         Command::Rmu(a) => unlearn::run(unlearn::Method::Rmu, a, &cli.global),
+        Command::Completions(a) => completions::run(a, Cli::command()),
     });
     match result {
         Ok(code) => code,

@@ -56,6 +56,6 @@ pub fn append(dir: &Path, eval: Evaluation) -> Result<()> {
             ),
         ));
     }
-    prov.evaluations.push(eval);
+    prov.push_evaluation(eval);
     replace_file(&path, &prov.to_json_bytes())
 }

@@ -10,7 +10,7 @@ mod value;
 pub use dequant::DequantError;
 pub use ggml_type::GgmlType;
 pub use reader::{
-    GgufFile, GgufTensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_ARRAY_DEPTH, MAX_DIMS,
-    MAX_METADATA_VALUES, MAX_NAME_BYTES, MAX_STRING_BYTES, MAX_TENSORS,
+    parse as parse_bytes, GgufFile, GgufTensorInfo, Parsed, ALIGNMENT_KEY, DEFAULT_ALIGNMENT,
+    MAX_ARRAY_DEPTH, MAX_DIMS, MAX_METADATA_VALUES, MAX_NAME_BYTES, MAX_STRING_BYTES, MAX_TENSORS,
 };
 pub use value::GgufValue;

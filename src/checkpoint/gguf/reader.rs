@@ -194,7 +194,7 @@ fn fmt_err(path: &Path, field: impl Into<String>, msg: impl Into<String>) -> Err
 }
 
 /// Everything `parse` finds in a GGUF byte buffer.
-pub(crate) struct Parsed {
+pub struct Parsed {
     pub version: u32,
     pub alignment: u64,
     pub data_start: u64,
@@ -203,7 +203,7 @@ pub(crate) struct Parsed {
 }
 
 /// Parses and validates a whole GGUF buffer (`path` is only for messages).
-pub(crate) fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
+pub fn parse(buf: &[u8], path: &Path) -> Result<Parsed> {
     let mut c = Cursor::new(buf, path);
     let magic: [u8; 4] = c.array(&|| "magic".into())?;
     if &magic != MAGIC {
