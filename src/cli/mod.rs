@@ -5,6 +5,7 @@
 mod common;
 mod compress;
 mod eval;
+mod export;
 mod generate;
 mod import;
 mod inspect;
@@ -58,6 +59,8 @@ enum Command {
     /// Evaluate a checkpoint (edit success / generalisation / locality, multiple-choice
     /// accuracy, or perplexity) and record the result in its provenance.
     Eval(eval::EvalArgs),
+    /// Export a checkpoint to another format (gguf).
+    Export(export::ExportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -81,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Wanda(a) => compress::run(Method::Wanda, a, &cli.global),
         Command::Sparsegpt(a) => compress::run(Method::Sparsegpt, a, &cli.global),
         Command::Eval(a) => eval::run(a, &cli.global),
+        Command::Export(a) => export::run(a, &cli.global),
     });
     match result {
         Ok(code) => code,
