@@ -222,3 +222,105 @@ pub fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     }
     res
 }
+
+/// A single output file written atomically, for outputs too large to hold in memory (an
+/// exported GGUF): a hidden temp file beside OUT is streamed to, fsynced and renamed into
+/// place by [`StagingFile::commit`]; dropping it uncommitted removes the temp file.
+pub struct StagingFile {
+    tmp: PathBuf,
+    out: PathBuf,
+    force: bool,
+    file: Option<File>,
+}
+
+/// Checks a single-file output path: its parent exists, and it is absent, or a file and
+/// `force` is given.
+pub fn check_output_file(out: &Path, force: bool) -> Result<()> {
+    if out.as_os_str().is_empty() {
+        return Err(Error::usage("-o/--output", "empty path"));
+    }
+    match fs::symlink_metadata(out) {
+        Ok(m) if m.is_dir() => {
+            return Err(Error::usage(
+                "-o/--output",
+                format!("`{}` is a directory", out.display()),
+            ))
+        }
+        Ok(_) if !force => {
+            return Err(Error::usage(
+                "-o/--output",
+                format!(
+                    "`{}` already exists (use --force to replace it)",
+                    out.display()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    let parent = parent_of(out);
+    if !parent.is_dir() {
+        return Err(Error::usage(
+            "-o/--output",
+            format!("parent directory `{}` does not exist", parent.display()),
+        ));
+    }
+    Ok(())
+}
+
+impl StagingFile {
+    pub fn create(out: &Path, force: bool) -> Result<Self> {
+        check_output_file(out, force)?;
+        let tmp = sibling(out, "tmp");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| Error::io("create", &tmp, e))?;
+        Ok(StagingFile {
+            tmp,
+            out: out.to_path_buf(),
+            force,
+            file: Some(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The open temp file, for streaming writes (wrap it in a `BufWriter`).
+    pub fn file(&self) -> &File {
+        self.file.as_ref().expect("open until commit")
+    }
+
+    /// Fsyncs the temp file and renames it to OUT (replacing a file only with `force`).
+    pub fn commit(mut self) -> Result<PathBuf> {
+        let file = self.file.take().expect("open until commit");
+        file.sync_all()
+            .map_err(|e| Error::io("fsync", &self.tmp, e))?;
+        drop(file);
+        if !self.force && fs::symlink_metadata(&self.out).is_ok() {
+            return Err(Error::usage(
+                "-o/--output",
+                format!(
+                    "`{}` appeared while writing; not replaced",
+                    self.out.display()
+                ),
+            ));
+        }
+        fs::rename(&self.tmp, &self.out)
+            .map_err(|e| Error::io("rename into place", &self.out, e))?;
+        // Renamed: nothing left for Drop to remove.
+        self.tmp = PathBuf::new();
+        sync_dir(&parent_of(&self.out))?;
+        Ok(self.out.clone())
+    }
+}
+
+impl Drop for StagingFile {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}

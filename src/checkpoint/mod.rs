@@ -4,6 +4,7 @@
 
 mod atomic;
 mod dtype;
+pub mod export;
 pub mod gguf;
 mod id;
 pub mod import;
@@ -16,7 +17,7 @@ mod write;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use atomic::{check_output_path, replace_file, StagingDir};
+pub use atomic::{check_output_file, check_output_path, replace_file, StagingDir, StagingFile};
 pub use dtype::DType;
 pub use id::{hash_file, IdHasher};
 pub use provenance::{Evaluation, InputFile, Provenance, Step};

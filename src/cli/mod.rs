@@ -7,6 +7,7 @@ mod completions;
 mod compress;
 mod eval;
 mod finetune;
+mod export;
 mod generate;
 mod import;
 mod inspect;
@@ -88,6 +89,8 @@ enum Command {
     Rmu(unlearn::UnlearnArgs),
     /// Print a shell completion script (bash, zsh or fish) on stdout.
     Completions(completions::CompletionsArgs),
+    /// Export a checkpoint to another format (gguf).
+    Export(export::ExportArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -121,6 +124,7 @@ pub fn main() -> ExitCode {
         Command::Gd(a) => unlearn::run(unlearn::Method::Gd, a, &cli.global),
         Command::Rmu(a) => unlearn::run(unlearn::Method::Rmu, a, &cli.global),
         Command::Completions(a) => completions::run(a, Cli::command()),
+        Command::Export(a) => export::run(a, &cli.global),
     });
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@ mod config;
 mod from_gguf;
 mod merges;
 mod pretokenizers;
+mod to_gguf;
 mod validate;
 mod wrapper;
 
@@ -20,6 +21,7 @@ mod tests;
 
 pub use config::{generation_config, tokenizer_config_from_gguf};
 pub use from_gguf::tokenizer_json_from_gguf;
+pub use to_gguf::{gguf_vocab_from_dir, gguf_vocab_from_json, SpecialIds};
 pub use wrapper::Tokenizer;
 
 use serde::{Deserialize, Serialize};

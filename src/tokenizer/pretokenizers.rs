@@ -124,6 +124,16 @@ pub(crate) fn lookup(name: Option<&str>) -> Option<PreTokenizer> {
         .map(|(_, p)| *p)
 }
 
+/// The name to write for a tokenizer.json `pre_tokenizer` and the BPE model's
+/// `ignore_merges` (the first name of the first entry with both), or `None` when it is none of
+/// the splits above. Used by `export gguf`.
+pub(crate) fn name_for(pre_tokenizer: &Value, ignore_merges: bool) -> Option<&'static str> {
+    TABLE
+        .iter()
+        .find(|(_, p)| &p.to_json() == pre_tokenizer && p.ignore_merges == ignore_merges)
+        .and_then(|(names, _)| names.first().copied())
+}
+
 /// Every supported name, sorted, for error messages.
 pub(crate) fn supported_names() -> Vec<&'static str> {
     let mut names: Vec<&str> = TABLE.iter().flat_map(|(n, _)| n.iter().copied()).collect();
@@ -171,6 +181,21 @@ mod tests {
         assert!(lookup(Some("no-such-pre")).is_none());
         let smollm = lookup(Some("smollm")).map(|p| p.split);
         assert_eq!(smollm, Some(Split::DigitsThenGpt2));
+    }
+
+    #[test]
+    fn name_for_inverts_to_json() {
+        for (names, p) in TABLE {
+            let name = name_for(&p.to_json(), p.ignore_merges).unwrap();
+            // Entries with the same split and flags share a json; the first such entry wins.
+            let first = TABLE
+                .iter()
+                .find(|(_, q)| q.to_json() == p.to_json() && q.ignore_merges == p.ignore_merges)
+                .unwrap();
+            assert_eq!(name, first.0[0], "{names:?}");
+            assert_eq!(lookup(Some(name)).unwrap().split, p.split);
+        }
+        assert_eq!(name_for(&json!({"type": "Metaspace"}), false), None);
     }
 
     /// Every regex in the table must compile in the `tokenizers` crate's regex engine.

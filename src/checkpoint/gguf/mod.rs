@@ -1,4 +1,5 @@
-//! GGUF: the container reader, ggml block dequantisation, and import into a checkpoint.
+//! GGUF: the container reader and writer, ggml block (de)quantisation, and import into a
+//! checkpoint.
 //! Reading is split by concern: `reader` (container and validation), `value` (metadata
 //! values), `ggml_type` (type ids and block geometry) and `dequant` (ggml blocks to f32).
 
@@ -6,6 +7,7 @@ pub mod dequant;
 mod ggml_type;
 mod reader;
 mod value;
+pub mod writer;
 
 pub use dequant::DequantError;
 pub use ggml_type::GgmlType;

@@ -5,6 +5,8 @@ mod from_gguf;
 mod from_hf;
 mod llama_names;
 
+pub(crate) use llama_names::{gguf_name, permute_rows};
+
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::DType;

@@ -21,6 +21,22 @@ pub(super) fn f16_at(b: &[u8], i: usize) -> f32 {
     half::f16::from_bits(u16::from_le_bytes([b[i], b[i + 1]])).to_f32()
 }
 
+/// An f32 as little-endian fp16 bytes, rounded to nearest even (ggml `GGML_FP32_TO_FP16`).
+#[inline(always)]
+pub(super) fn f16_bytes(v: f32) -> [u8; 2] {
+    half::f16::from_f32(v).to_le_bytes()
+}
+
+/// F32 -> F16 "block" for the quantisation driver.
+pub(super) fn f16_encode(x: &[f32; 1]) -> [u8; 2] {
+    f16_bytes(x[0])
+}
+
+/// F32 -> F32 "block" for the quantisation driver.
+pub(super) fn f32_encode(x: &[f32; 1]) -> [u8; 4] {
+    x[0].to_le_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

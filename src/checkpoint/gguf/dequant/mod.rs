@@ -2,10 +2,16 @@
 //! `dequantize_row_*`), a sequential driver the tests use as the reference, and a rayon driver
 //! for large tensors. Inputs are byte slices borrowed from the memory map; sizes are checked
 //! before anything is allocated, so no input can cause a panic or an unbounded allocation.
+//! The other direction, for `export gguf`, is [`quantize`] (F32, F16, Q8_0, Q4_0).
 
 mod float;
 mod kquants;
 mod legacy;
+mod quant_q4_0;
+mod quant_q8_0;
+mod quantize;
+
+pub use quantize::{can_quantize, quantize, quantize_ggml_rule, QuantStats};
 
 use rayon::prelude::*;
 
@@ -30,6 +36,8 @@ pub enum DequantError {
     },
     #[error("dequantising {0} is not implemented")]
     Unsupported(GgmlType),
+    #[error("quantising to {0} is not implemented (f32, f16, q8_0 and q4_0 are)")]
+    QuantizeUnsupported(GgmlType),
 }
 
 /// The byte count a tensor should have, printable even when it overflows.
