@@ -58,7 +58,11 @@ pub fn write_changed(
     let changed: BTreeSet<&str> = changed.iter().map(String::as_str).collect();
     for &name in &changed {
         let info = input.info(name).ok_or_else(|| {
-            Error::tensor(input.dir(), name, "changed by the step but absent from the input")
+            Error::tensor(
+                input.dir(),
+                name,
+                "changed by the step but absent from the input",
+            )
         })?;
         let t = model.weight(name)?;
         if t.shape() != info.shape.as_slice() {
@@ -189,7 +193,12 @@ mod tests {
         assert_eq!(last.output, r.id);
         assert_eq!(
             last.parent.as_deref(),
-            Some(ckpt.provenance.as_ref().map_or(ckpt.compute_id(), |p| p.id.clone()).as_str())
+            Some(
+                ckpt.provenance
+                    .as_ref()
+                    .map_or(ckpt.compute_id(), |p| p.id.clone())
+                    .as_str()
+            )
         );
     }
 
