@@ -132,7 +132,7 @@ fn two_orders_score_from_provenance_and_mismatches_are_refused() {
     assert_eq!(v["base"], provenance(&s.base)["id"]);
     assert_eq!(v["a"]["label"], "magnitude 0.5");
     assert_eq!(v["b"]["label"], "rtn 4-bit");
-    let acc = row(&v["rows"], "utility_acc");
+    let acc = row(&v["rows"], "utility");
     let (s_ab, s_ba) = (recorded(&mr, "mc", "acc"), recorded(&rm, "mc", "acc"));
     close(acc["s_ab"].as_f64().unwrap(), s_ab);
     close(acc["s_ba"].as_f64().unwrap(), s_ba);
@@ -156,7 +156,7 @@ fn two_orders_score_from_provenance_and_mismatches_are_refused() {
 
     // Swapping the arguments swaps the orders, not the metrics.
     let w: Value = serde_json::from_str(&run_ok(&["score", p(&rm), p(&mr), "--json"])).unwrap();
-    let acc2 = row(&w["rows"], "utility_acc");
+    let acc2 = row(&w["rows"], "utility");
     assert_eq!(acc2["s_ab"], acc["s_ba"]);
     assert_eq!(acc2["e_of"], acc["e_of"]);
     assert_eq!(acc2["e_os"], acc["e_os"]);
@@ -171,7 +171,7 @@ fn two_orders_score_from_provenance_and_mismatches_are_refused() {
     // One lineage: the first step's criteria before and after the second step.
     let one: Value = serde_json::from_str(&run_ok(&["score", p(&mr), "--json"])).unwrap();
     assert_eq!(one["intermediate"], provenance(&m)["id"]);
-    let acc = row(&one["rows"], "utility_acc");
+    let acc = row(&one["rows"], "utility");
     close(
         acc["base"].as_f64().unwrap(),
         recorded(&s.base, "mc", "acc"),
@@ -258,7 +258,7 @@ fn two_orders_score_from_provenance_and_mismatches_are_refused() {
         ppl["s_ba"].as_f64().unwrap(),
         (recorded(&rm, "ppl", "ppl") + recorded(&rm25, "ppl", "ppl")) / 2.0,
     );
-    let acc = row(&g["rows"], "utility_acc");
+    let acc = row(&g["rows"], "utility");
     let ab = (recorded(&mr, "mc", "acc") + recorded(&m25r, "mc", "acc")) / 2.0;
     let ba = (recorded(&rm, "mc", "acc") + recorded(&rm25, "mc", "acc")) / 2.0;
     close(acc["e_os"].as_f64().unwrap(), (ab - ba).abs());
