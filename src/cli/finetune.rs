@@ -175,6 +175,9 @@ fn selection(io: &EditIo, l: &Loaded) -> Value {
     })
 }
 
+/// Writes the edited model with its step record and prints the result.
+// The run's inputs, the trained model and its record: one call site per editor.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     op: &str,
     io: &EditIo,
