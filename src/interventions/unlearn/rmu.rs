@@ -199,9 +199,8 @@ pub fn rmu(
         let sb = step_batches(t, forget.len(), retain.len());
         let r = &retain[sb.retain];
         let key = (sb.retain, sb.batch % r.n_batches(s.batch_size));
-        if !frozen.contains_key(&key) {
-            let h = hidden_at(model, s.layer, r.batch(sb.batch, s.batch_size))?;
-            frozen.insert(key, h);
+        if let std::collections::btree_map::Entry::Vacant(e) = frozen.entry(key) {
+            e.insert(hidden_at(model, s.layer, r.batch(sb.batch, s.batch_size))?);
         }
     }
 
