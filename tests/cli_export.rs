@@ -137,7 +137,10 @@ fn f32_export_reimports_to_the_same_id_with_converter_bytes_and_metadata() {
         Some(id.as_str())
     );
     assert_eq!(meta_strs(&ours, "intervene.chain.ops"), ["import"]);
-    assert_eq!(meta_strs(&ours, "intervene.chain.outputs"), std::slice::from_ref(&id));
+    assert_eq!(
+        meta_strs(&ours, "intervene.chain.outputs"),
+        std::slice::from_ref(&id)
+    );
     let prov: Value =
         serde_json::from_str(ours.get("intervene.provenance").unwrap().as_str().unwrap()).unwrap();
     assert_eq!(prov["id"], id.as_str());
