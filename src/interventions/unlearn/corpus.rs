@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(c.batch(0, 2), &[vec![1, 2], vec![3]]);
         assert_eq!(c.batch(2, 2), &[vec![9]]);
         assert_eq!(c.batch(3, 2), c.batch(0, 2));
-        assert_eq!(c.tokens(), 11);
+        assert_eq!(c.tokens(), 9); // 2 + 1 + 3 + 2 + 1
         assert!(TokenCorpus::from_docs("--forget", Path::new("x"), vec![vec![]]).is_err());
     }
 
