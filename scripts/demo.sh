@@ -25,7 +25,7 @@ PY
   rm -rf "$tmp"
 fi
 cargo build --release --quiet
-bin=target/release/intervene
+bin="${CARGO_TARGET_DIR:-target}/release/intervene"
 if [ ! -d "$ckpt" ]; then
   "$bin" import "$gguf" -o "$ckpt"
 fi
