@@ -8,70 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::synth::{char_tokenizer, corpus};
 use common::{fixture, intervene, path_str, split_safetensors};
-use serde_json::{json, Value};
-
-const CHARS: &str = "abcdefghijklmnopqrstuvwxyz .,";
-
-/// A character-level tokenizer (no merges): ids 1.. for CHARS, 0 for unknown.
-fn char_tokenizer() -> Value {
-    let mut vocab = serde_json::Map::new();
-    vocab.insert("<unk>".into(), json!(0));
-    for (i, c) in CHARS.chars().enumerate() {
-        vocab.insert(c.to_string(), json!(i + 1));
-    }
-    json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
-        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
-                  "continuing_subword_prefix": null, "end_of_word_suffix": null,
-                  "fuse_unk": false, "byte_fallback": false, "vocab": vocab, "merges": []}
-    })
-}
-
-/// Deterministic pseudo-text: `docs` documents of about `chars` characters.
-fn corpus(docs: usize, chars: usize) -> String {
-    let words = [
-        "the",
-        "model",
-        "weights",
-        "are",
-        "pruned",
-        "and",
-        "quantised",
-        "layer",
-        "by",
-        "one",
-        "with",
-        "calibration",
-        "text",
-        "from",
-        "a",
-        "small",
-        "corpus",
-        "of",
-        "words",
-    ];
-    let mut state = 12345u64;
-    let mut out = String::new();
-    for _ in 0..docs {
-        let mut doc = String::new();
-        while doc.len() < chars {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            doc.push_str(words[(state >> 33) as usize % words.len()]);
-            doc.push(if (state >> 20).is_multiple_of(9) {
-                '.'
-            } else {
-                ' '
-            });
-        }
-        out.push_str(&serde_json::to_string(&json!({ "text": doc })).unwrap());
-        out.push('\n');
-    }
-    out
-}
+use serde_json::Value;
 
 struct Setup {
     _tmp: tempfile::TempDir,
@@ -97,7 +36,7 @@ fn setup() -> Setup {
     )
     .unwrap();
     let calib = root.join("calib.jsonl");
-    std::fs::write(&calib, corpus(6, 300)).unwrap();
+    std::fs::write(&calib, corpus(6, 300, 12345)).unwrap();
     Setup {
         _tmp: tmp,
         root,
