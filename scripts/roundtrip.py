@@ -200,12 +200,15 @@ def main():
 
     outputs = [("import", a.model)]
 
+    failed = []
+
     def produce(kind, cmd):
         out = os.path.join(work, kind)
         r = run([a.bin, cmd[0], a.model, "-o", out, "--force", "-q"] + cmd[1:], check=False)
         if r.returncode != 0:
             last = (r.stderr.strip().splitlines() or ["?"])[-1]
-            print(f"note: {kind}: `{' '.join(cmd)}` failed (exit {r.returncode}): {last}")
+            print(f"BAD {kind}: `{' '.join(cmd)}` failed (exit {r.returncode}): {last}")
+            failed.append(kind)
             return False
         outputs.append((kind, out))
         return True
@@ -224,6 +227,7 @@ def main():
         for c in present:
             produce(c, [c] + table[c])
 
+    ok &= not failed
     print(f"model {a.model}; outputs: {', '.join(k for k, _ in outputs)}")
     for kind, d in outputs:
         worst, ids_ok = transformers_check(a.bin, a.logits, d, work)

@@ -270,3 +270,57 @@ fn bad_input_exits_2_naming_file_and_line() {
     );
     fails(&dir, &["--task", "mc", "--data", &other], &["--subject"]);
 }
+
+/// `--device gpu` scores single-token multiple choice on the GPU backend (any adapter, the
+/// software one in CI) and must choose exactly as the CPU backend; the device is recorded.
+#[cfg(feature = "gpu")]
+#[test]
+fn multiple_choice_on_the_gpu_chooses_as_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tiny(tmp.path());
+    let mc = fixture("data/mmlu/college_biology_test.csv");
+    let run_on = |device: &str| {
+        intervene(&[
+            "--device",
+            device,
+            "eval",
+            path_str(&dir),
+            "--task",
+            "mc",
+            "--data",
+            path_str(&mc),
+            "--limit",
+            "12",
+            "--batch-size",
+            "5",
+            "--json",
+            "-q",
+        ])
+    };
+    let gpu = run_on("gpu");
+    if gpu.code == 2 && gpu.stderr.contains("--device gpu") {
+        assert!(
+            std::env::var_os("INTERVENE_REQUIRE_GPU").is_none(),
+            "INTERVENE_REQUIRE_GPU is set but: {gpu}"
+        );
+        eprintln!("skipping: no GPU adapter: {}", gpu.stderr.trim());
+        return;
+    }
+    assert_eq!(gpu.code, 0, "{gpu}");
+    let cpu = run_on("cpu");
+    assert_eq!(cpu.code, 0, "{cpu}");
+    let (g, c): (Value, Value) = (
+        serde_json::from_str(&gpu.stdout).unwrap(),
+        serde_json::from_str(&cpu.stdout).unwrap(),
+    );
+    assert_eq!(g["count"], 12);
+    assert_eq!(g["per_item"]["choices"], c["per_item"]["choices"]);
+    assert_eq!(g["acc"], c["acc"]);
+    let recs = provenance(&dir)["evaluations"].as_array().unwrap().clone();
+    let devices: Vec<&str> = recs
+        .iter()
+        .map(|e| e["settings"]["device"].as_str().unwrap())
+        .collect();
+    assert!(devices[0].starts_with("gpu:"), "{devices:?}");
+    assert_eq!(devices[1], "cpu");
+}

@@ -16,7 +16,7 @@ use intervene::tokenizer::Tokenizer;
 use intervene::Error;
 use serde_json::json;
 
-use super::common::{print_json, GlobalOpts};
+use super::common::{print_json, Backend, GlobalOpts};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Task {
@@ -104,10 +104,18 @@ pub fn run(a: EvalArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
                 limit_per_subject: a.limit_per_subject,
                 topic: a.subject.clone(),
             };
-            (
-                mc::evaluate(&model, &tok, &qs, &a.data, &s, g.quiet)?,
-                Vec::new(),
-            )
+            // Single-token scoring (MMLU, WMDP) runs on the resolved device; the rest on the CPU.
+            let backend = g.backend()?;
+            let mut o = match &backend {
+                Backend::Cpu => mc::evaluate(&model, &tok, &qs, &a.data, &s, g.quiet)?,
+                #[cfg(feature = "gpu")]
+                Backend::Gpu(gpu) => {
+                    let on_gpu = intervene::model::GpuLlama::upload(gpu, &model)?;
+                    mc::evaluate_on(&model, &on_gpu, &tok, &qs, &a.data, &s, g.quiet)?
+                }
+            };
+            o.settings["device"] = json!(backend.name());
+            (o, Vec::new())
         }
         Task::Ppl => {
             let (text, layout, join) = ppl_text(&a)?;
@@ -130,7 +138,9 @@ pub fn run(a: EvalArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     };
     let seconds = start.elapsed().as_secs_f64();
     let mut settings = outcome.settings.clone();
-    settings["device"] = json!(g.device_name());
+    if settings.get("device").is_none() {
+        settings["device"] = json!(g.device_name());
+    }
     if !extra_inputs.is_empty() {
         settings["inputs"] = json!(extra_inputs);
     }

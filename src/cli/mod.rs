@@ -138,7 +138,17 @@ fn report(e: anyhow::Error) -> ExitCode {
             return ExitCode::SUCCESS;
         }
     }
-    eprintln!("error: {e:#}");
+    // The chain, each cause once: a library error that already quotes its source (an I/O
+    // error's OS message) would otherwise print it twice.
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !msg.ends_with(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+    }
+    eprintln!("error: {msg}");
     let code = e
         .chain()
         .find_map(|c| c.downcast_ref::<intervene::Error>())

@@ -20,7 +20,7 @@ use super::{select, Outcome, Progress};
 use crate::backend::cpu::softmax::logsumexp;
 use crate::data::McQuestion;
 use crate::error::{Error, Result};
-use crate::model::{Hooks, Llama, Logits};
+use crate::model::{LastLogits, Llama};
 use crate::tokenizer::Tokenizer;
 
 const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -164,8 +164,11 @@ pub fn cap_per_subject(qs: Vec<Prepared>, n: usize) -> Vec<Prepared> {
 }
 
 /// The log-likelihood of each choice of each question, in batches of `batch_size` questions.
+/// Single-token choices are read off `scorer`'s last-position logits (the CPU model or the
+/// GPU backend); multi-token choices are scored on the CPU model.
 pub fn loglikelihoods(
     model: &Llama,
+    scorer: &dyn LastLogits,
     qs: &[Prepared],
     batch_size: usize,
     bar: &Progress,
@@ -177,7 +180,7 @@ pub fn loglikelihoods(
             .iter()
             .all(|q| q.continuations.iter().all(|c| c.len() == 1));
         if single {
-            out.extend(single_token(model, batch, ctx)?);
+            out.extend(single_token(scorer, batch, ctx)?);
         } else {
             for q in batch {
                 out.push(full_continuations(model, q, ctx)?);
@@ -190,24 +193,33 @@ pub fn loglikelihoods(
 
 /// One forward per question, over the (left-truncated) context; the choices are read off the
 /// last position's log-softmax.
-fn single_token(model: &Llama, batch: &[Prepared], ctx: usize) -> Result<Vec<Vec<f64>>> {
+fn single_token(scorer: &dyn LastLogits, batch: &[Prepared], ctx: usize) -> Result<Vec<Vec<f64>>> {
     let inputs: Vec<&[u32]> = batch
         .iter()
         .map(|q| &q.context[q.context.len().saturating_sub(ctx)..])
         .collect();
-    let fwd = model.forward(&inputs, Logits::Last, &Hooks::default())?;
+    let rows = scorer.last_logits(&inputs)?;
+    if rows.len() != batch.len() {
+        return Err(Error::Check(
+            "multiple choice: no logits for a question".into(),
+        ));
+    }
     batch
         .iter()
-        .enumerate()
-        .map(|(b, q)| {
-            let row = fwd
-                .logits_at(b, inputs[b].len() - 1)
-                .ok_or_else(|| Error::Check("multiple choice: no logits for a question".into()))?;
+        .zip(&rows)
+        .map(|(q, row)| {
             let lse = f64::from(logsumexp(row));
-            Ok(q.continuations
+            q.continuations
                 .iter()
-                .map(|c| f64::from(row[c[0] as usize]) - lse)
-                .collect())
+                .map(|c| match row.get(c[0] as usize) {
+                    Some(&l) => Ok(f64::from(l) - lse),
+                    None => Err(Error::Check(format!(
+                        "multiple choice: choice token {} is outside the model's {} logits",
+                        c[0],
+                        row.len()
+                    ))),
+                })
+                .collect()
         })
         .collect()
 }
@@ -255,6 +267,19 @@ pub fn evaluate(
     s: &McSettings,
     quiet: bool,
 ) -> Result<Outcome> {
+    evaluate_on(model, model, tok, qs, path, s, quiet)
+}
+
+/// `evaluate` with the single-token forward passes on `scorer` (e.g. the GPU backend).
+pub fn evaluate_on(
+    model: &Llama,
+    scorer: &dyn LastLogits,
+    tok: &Tokenizer,
+    qs: &[McQuestion],
+    path: &Path,
+    s: &McSettings,
+    quiet: bool,
+) -> Result<Outcome> {
     let range = select(qs.len(), s.offset, s.limit, "questions")?;
     let mut prepared = prepare(tok, &qs[range], path, s.topic.as_deref())?;
     if let Some(n) = s.limit_per_subject {
@@ -267,7 +292,7 @@ pub fn evaluate(
         .iter()
         .all(|q| q.continuations.iter().all(|c| c.len() == 1));
     let bar = Progress::new(prepared.len(), "questions", quiet);
-    let lls = loglikelihoods(model, &prepared, s.batch_size, &bar)?;
+    let lls = loglikelihoods(model, scorer, &prepared, s.batch_size, &bar)?;
     bar.finish();
     let choices: Vec<usize> = lls.iter().map(|l| choose(l)).collect();
     let mut per: BTreeMap<&str, (usize, usize)> = BTreeMap::new();

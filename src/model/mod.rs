@@ -12,6 +12,7 @@ mod generate;
 #[cfg(feature = "gpu")]
 mod gpu_forward;
 mod hooks;
+mod last_logits;
 mod layer_forward;
 mod linear;
 pub mod names;
@@ -24,5 +25,6 @@ pub use generate::Decoder;
 #[cfg(feature = "gpu")]
 pub use gpu_forward::GpuLlama;
 pub use hooks::{Captures, Delta, DeltaSite, Hooks};
+pub use last_logits::LastLogits;
 pub use layer_forward::{embed_from_checkpoint, DecoderLayer, LayerContext};
 pub use weights::Llama;

@@ -6,9 +6,8 @@
 
 use rayon::prelude::*;
 
-use crate::backend::cpu::attention::{AttnDims, KeySpan};
+use crate::backend::cpu::attention::{attention_with_probs, AttnDims, KeySpan};
 use crate::backend::cpu::matmul::dot;
-use crate::backend::cpu::softmax::softmax_inplace;
 
 /// Splits `buf` into consecutive chunks of the given lengths (the last may be short if the
 /// lengths overrun, which the callers' shape checks rule out).
@@ -55,35 +54,10 @@ pub fn attention_forward(
 ) {
     let total = check(q, k, v, spans, dims);
     assert_eq!(out.len(), q.len(), "attention_forward: out shape");
-    let (h_n, d) = (dims.heads, dims.head_dim);
-    let (qw, kw) = (h_n * d, dims.kv_heads * d);
-    let group = h_n / dims.kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
     probs.clear();
     probs.resize(total, 0.0);
-    let chunks = split_lens(probs, spans.iter().map(|s| s.len * h_n));
-    q.par_chunks(qw)
-        .zip(out.par_chunks_mut(qw))
-        .zip(spans.par_iter().zip(chunks))
-        .for_each(|((qr, or), (span, pr))| {
-            for h in 0..h_n {
-                let g = h / group;
-                let p = &mut pr[h * span.len..(h + 1) * span.len];
-                for (j, pj) in p.iter_mut().enumerate() {
-                    let kr = (span.start + j) * kw + g * d;
-                    *pj = dot(&qr[h * d..(h + 1) * d], &k[kr..kr + d]) * scale;
-                }
-                softmax_inplace(p);
-                let oh = &mut or[h * d..(h + 1) * d];
-                oh.fill(0.0);
-                for (j, &pj) in p.iter().enumerate() {
-                    let vr = (span.start + j) * kw + g * d;
-                    for (o, &vv) in oh.iter_mut().zip(&v[vr..vr + d]) {
-                        *o += pj * vv;
-                    }
-                }
-            }
-        });
+    // The inference kernel itself, so training's forward equals `forward`'s bit for bit.
+    attention_with_probs(q, k, v, spans, dims, out, probs);
 }
 
 /// Gradients of `attention_forward`: writes `dq` (`[M, H*D]`) and accumulates `dk`, `dv`

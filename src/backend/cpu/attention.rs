@@ -3,6 +3,7 @@
 //! separation of the sequences of a batch (no pad tokens exist, so none can leak), and a KV
 //! cache (keys of earlier steps followed by the new ones) with one kernel.
 
+use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::matmul::dot;
@@ -28,8 +29,8 @@ pub struct AttnDims {
 ///
 /// Legend: M = query rows, H = query heads, G = key/value heads, D = head dim, S = key rows.
 /// `q`, `out`: `[M, H*D]`; `k`, `v`: `[S, G*D]`; `spans`: `[M]`, each non-empty and within S.
-/// Rows run in parallel (prefill); a single row (decode) runs on this thread with `scratch`
-/// as its score buffer, so decoding allocates nothing.
+/// Several rows (prefill) run as parallel tiles of matrix products; a single row (decode)
+/// runs on this thread with `scratch` as its score buffer, so decoding allocates nothing.
 pub fn attention(
     q: &[f32],
     k: &[f32],
@@ -37,6 +38,38 @@ pub fn attention(
     spans: &[KeySpan],
     dims: AttnDims,
     out: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    run(q, k, v, spans, dims, out, None, scratch);
+}
+
+/// `attention`, with the same arithmetic (bit for bit), also writing the softmax
+/// probabilities to `probs` (`[sum over rows of H * span.len]`, row by row, head by head),
+/// which training's backward reads.
+pub fn attention_with_probs(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    spans: &[KeySpan],
+    dims: AttnDims,
+    out: &mut [f32],
+    probs: &mut [f32],
+) {
+    let total: usize = spans.iter().map(|s| s.len * dims.heads).sum();
+    assert_eq!(probs.len(), total, "attention: probs shape");
+    run(q, k, v, spans, dims, out, Some(probs), &mut Vec::new());
+}
+
+// The kernel's operands plus its two optional outputs; bundling them would only rename.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    spans: &[KeySpan],
+    dims: AttnDims,
+    out: &mut [f32],
+    probs: Option<&mut [f32]>,
     scratch: &mut Vec<f32>,
 ) {
     let AttnDims {
@@ -62,35 +95,182 @@ pub fn attention(
         spans.iter().all(|s| s.len > 0 && s.start + s.len <= s_rows),
         "attention: a key span is empty or out of range"
     );
-    let group = heads / kv_heads;
+    match spans.len() {
+        0 => {}
+        1 => single_row(q, k, v, &spans[0], dims, out, probs, scratch),
+        _ => tiled(q, k, v, spans, dims, out, probs),
+    }
+}
+
+/// One row (decode): a plain loop over the span with `scratch` as the score buffer.
+// As `run`.
+#[allow(clippy::too_many_arguments)]
+fn single_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    span: &KeySpan,
+    dims: AttnDims,
+    out: &mut [f32],
+    mut probs: Option<&mut [f32]>,
+    scratch: &mut Vec<f32>,
+) {
+    let (heads, d) = (dims.heads, dims.head_dim);
+    let kw = dims.kv_heads * d;
+    let group = heads / dims.kv_heads;
     let scale = 1.0 / (d as f32).sqrt();
-    let row = |scores: &mut Vec<f32>, (qr, (or, span)): (&[f32], (&mut [f32], &KeySpan))| {
-        scores.resize(span.len, 0.0);
-        for h in 0..heads {
-            let g = h / group;
-            let qh = &qr[h * d..(h + 1) * d];
-            for (j, sc) in scores.iter_mut().enumerate() {
-                let kr = (span.start + j) * kw + g * d;
-                *sc = dot(qh, &k[kr..kr + d]) * scale;
-            }
-            softmax_inplace(scores);
-            let oh = &mut or[h * d..(h + 1) * d];
-            oh.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let vr = (span.start + j) * kw + g * d;
-                for (o, &vv) in oh.iter_mut().zip(&v[vr..vr + d]) {
-                    *o += p * vv;
-                }
+    scratch.resize(span.len, 0.0);
+    for h in 0..heads {
+        let g = h / group;
+        let qh = &q[h * d..(h + 1) * d];
+        for (j, sc) in scratch.iter_mut().enumerate() {
+            let kr = (span.start + j) * kw + g * d;
+            *sc = dot(qh, &k[kr..kr + d]) * scale;
+        }
+        softmax_inplace(scratch);
+        if let Some(p) = probs.as_deref_mut() {
+            p[h * span.len..(h + 1) * span.len].copy_from_slice(scratch);
+        }
+        let oh = &mut out[h * d..(h + 1) * d];
+        oh.fill(0.0);
+        for (j, &p) in scratch.iter().enumerate() {
+            let vr = (span.start + j) * kw + g * d;
+            for (o, &vv) in oh.iter_mut().zip(&v[vr..vr + d]) {
+                *o += p * vv;
             }
         }
-    };
-    if spans.len() == 1 {
-        row(scratch, (q, (out, &spans[0])));
-    } else {
-        q.par_chunks(qw)
-            .zip(out.par_chunks_mut(qw).zip(spans.par_iter()))
-            .for_each_init(Vec::new, row);
     }
+}
+
+/// Query rows per tile of the blocked path: large enough that the two products per head
+/// are real matrix products, small enough that a causal tile wastes little on masked keys.
+const TILE_ROWS: usize = 32;
+
+/// Prefill: consecutive query rows whose spans start at the same key row (one sequence of a
+/// packed batch) form tiles of up to `TILE_ROWS`; per tile and head the scores are one
+/// matrix product `Q K^T` over the tile's widest span, each row's softmax runs over its own
+/// span only (the rest is zeroed, which is the mask), and `P V` is a second product. Tiles
+/// run in parallel; the products inside a tile run on its thread, so the result does not
+/// depend on the thread count.
+fn tiled(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    spans: &[KeySpan],
+    dims: AttnDims,
+    out: &mut [f32],
+    probs: Option<&mut [f32]>,
+) {
+    let AttnDims {
+        heads,
+        kv_heads,
+        head_dim: d,
+    } = dims;
+    let (qw, kw) = (heads * d, kv_heads * d);
+    let group = heads / kv_heads;
+    let scale = 1.0 / (d as f32).sqrt();
+
+    // Tile boundaries: a new tile where the span start changes or the tile is full.
+    let mut bounds = vec![0usize];
+    for r in 1..spans.len() {
+        let first = bounds[bounds.len() - 1];
+        if spans[r].start != spans[first].start || r - first == TILE_ROWS {
+            bounds.push(r);
+        }
+    }
+    bounds.push(spans.len());
+    // Each tile owns its rows of `out` and of `probs` (both row-major, so contiguous).
+    let mut tiles: Vec<(usize, &mut [f32], &mut [f32])> = Vec::with_capacity(bounds.len() - 1);
+    let (mut rest, mut prest) = (out, probs.unwrap_or(&mut []));
+    let keep = !prest.is_empty();
+    for w in bounds.windows(2) {
+        let (tile, tail) = rest.split_at_mut((w[1] - w[0]) * qw);
+        let np = if keep {
+            spans[w[0]..w[1]].iter().map(|s| s.len * heads).sum()
+        } else {
+            0
+        };
+        let (ptile, ptail) = std::mem::take(&mut prest).split_at_mut(np);
+        tiles.push((w[0], tile, ptile));
+        rest = tail;
+        prest = ptail;
+    }
+
+    tiles
+        .into_par_iter()
+        .for_each_init(Vec::new, |scores: &mut Vec<f32>, (r0, o, p)| {
+            let t = o.len() / qw;
+            let rows = &spans[r0..r0 + t];
+            let lo = rows[0].start;
+            let width = rows.iter().map(|s| s.len).max().unwrap_or(0);
+            scores.resize(t * width, 0.0);
+            for h in 0..heads {
+                let g = h / group;
+                // SAFETY: `run` checked q is [M, H*D], k and v are [S, G*D] and every span
+                // lies within S, so rows r0..r0+t of q (stride qw, columns h*D..+D), key/value
+                // rows lo..lo+width (stride kw, columns g*D..+D, as every row of the tile
+                // shares `lo` and width is its longest span), the t x width score block and
+                // the tile's own t rows of `out` are all in bounds; `scores` and `o` are
+                // exclusively borrowed and do not overlap the inputs.
+                unsafe {
+                    gemm::gemm(
+                        t,
+                        width,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        width as isize,
+                        false,
+                        q.as_ptr().add(r0 * qw + h * d),
+                        1,
+                        qw as isize,
+                        k.as_ptr().add(lo * kw + g * d),
+                        kw as isize,
+                        1,
+                        1.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                let mut at = 0;
+                for (row, span) in scores.chunks_exact_mut(width).zip(rows) {
+                    softmax_inplace(&mut row[..span.len]);
+                    row[span.len..].fill(0.0);
+                    if !p.is_empty() {
+                        p[at + h * span.len..at + (h + 1) * span.len]
+                            .copy_from_slice(&row[..span.len]);
+                        at += heads * span.len;
+                    }
+                }
+                // SAFETY: as above; the product writes the tile's rows, columns h*D..+D.
+                unsafe {
+                    gemm::gemm(
+                        t,
+                        d,
+                        width,
+                        o.as_mut_ptr().add(h * d),
+                        1,
+                        qw as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        width as isize,
+                        v.as_ptr().add(lo * kw + g * d),
+                        1,
+                        kw as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            }
+        });
 }
 
 #[cfg(test)]
@@ -167,5 +347,34 @@ mod tests {
                 .check(&format!("attention {} rows", sp.len()), &out, &r)
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn tiles_match_naive_across_tile_and_sequence_boundaries() {
+        let mut rng = Rng::new(7);
+        let dims = AttnDims {
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 9,
+        };
+        // Packed causal sequences of 71, 1 and 40 rows (several full tiles, a ragged last
+        // tile, a one-row sequence between two others), then 5 rows over a cache of 30 keys.
+        let mut spans = Vec::new();
+        let mut start = 0;
+        for len in [71usize, 1, 40] {
+            spans.extend((0..len).map(|t| KeySpan { start, len: t + 1 }));
+            start += len;
+        }
+        spans.extend((0..5).map(|t| KeySpan { start, len: 26 + t }));
+        let s_rows = start + 30;
+        let q = rng.vec(spans.len() * 36, 2.0);
+        let k = rng.vec(s_rows * 18, 2.0);
+        let v = rng.vec(s_rows * 18, 1.0);
+        let mut out = vec![f32::NAN; q.len()];
+        attention(&q, &k, &v, &spans, dims, &mut out, &mut Vec::new());
+        let r = naive(&q, &k, &v, &spans, dims);
+        Tolerance::F32_KERNEL
+            .check("tiled attention", &out, &r)
+            .unwrap();
     }
 }
