@@ -12,7 +12,8 @@ root:
     python3 scripts/build_facts_benchmark.py --model models/smollm2 [--intervene PATH] [--seed 0]
 
 Cost: one cloze pass over the 1,170 candidates (4 choices each, a few tokens per choice):
-about 3 minutes on one core of an idle machine with SmolLM2-135M (--threads 1).
+8.8 CPU minutes with SmolLM2-135M at --threads 1 (19 minutes wall on a 2-core machine at load
+average 10, 2026-11-26).
 
 Sources (SOURCES.md §1c, §1d): ROME's known facts (`rome_known_1000.json`, 1,209 facts) and
 CounterFact's ROME-format requests (`counterfact_rome_requests_100.jsonl`, the true object
