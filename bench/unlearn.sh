@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Unlearning on SmolLM2 with the facts benchmark (data/facts/, scripts/build_facts_benchmark.py):
-# forget / retain multiple-choice accuracy, WikiText-2 perplexity on a small slice and MMLU on a
+# forget / retain multiple-choice accuracy (cloze: `eval --prompt cloze`), WikiText-2 perplexity on a small slice and MMLU on a
 # small subset, before and after each of rmu, ga and gd; then WMDP bio/cyber subsets before and
 # after rmu and gd. Prints one JSON line per (model, criterion) and a summary table.
 #
@@ -13,6 +13,7 @@ DATA=${DATA:-../shared/data}
 FACTS=${FACTS:-data/facts}
 OUT=${OUT:-/tmp/unlearn-bench}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/intervene}
+THREADS=${THREADS:-1}
 MC_LIMIT=${MC_LIMIT:-200}          # facts questions per set
 PPL_WINDOWS=${PPL_WINDOWS:-8}      # WikiText-2 windows of PPL_SEQLEN tokens
 PPL_SEQLEN=${PPL_SEQLEN:-256}
@@ -29,12 +30,12 @@ mkdir -p "$OUT"
 ev() { # model-dir name task data [extra...]
   local dir=$1 name=$2 task=$3 data=$4; shift 4
   local r
-  r=$("$BIN" -q eval "$dir" --task "$task" --data "$data" --no-record --json "$@")
+  r=$("$BIN" -q --threads "$THREADS" eval "$dir" --task "$task" --data "$data" --no-record --json "$@")
   python3 -c 'import json,sys; m=json.loads(sys.argv[3]); v=m.get("acc", m.get("ppl")); print(json.dumps({"model": sys.argv[1], "criterion": sys.argv[2], "value": v, "count": m.get("count", m.get("windows"))}))' "$name" "$task:$(basename "$data")" "$r"
 }
 evals() { # dir name
-  ev "$1" "$2" mc "$FACTS/forget_mc.jsonl" --subject "general knowledge" --limit "$MC_LIMIT"
-  ev "$1" "$2" mc "$FACTS/retain_mc.jsonl" --subject "general knowledge" --limit "$MC_LIMIT"
+  ev "$1" "$2" mc "$FACTS/forget_mc.jsonl" --prompt cloze --limit "$MC_LIMIT"
+  ev "$1" "$2" mc "$FACTS/retain_mc.jsonl" --prompt cloze --limit "$MC_LIMIT"
   ev "$1" "$2" ppl "$DATA/wikitext2/wiki.test.raw" --seqlen "$PPL_SEQLEN" --limit "$PPL_WINDOWS" --batch-size 1
   ev "$1" "$2" mc "$DATA/mmlu/test" --limit-per-subject "$MMLU_PER_SUBJECT"
 }
@@ -54,7 +55,7 @@ for m in $METHODS; do
   esac
   t0=$(date +%s)
   # shellcheck disable=SC2086
-  "$BIN" -q "$m" "$MODEL" -o "$OUT/$m" --force $args >/dev/null
+  "$BIN" -q --threads "$THREADS" "$m" "$MODEL" -o "$OUT/$m" --force $args >/dev/null
   echo "# $m: $BIN $m $MODEL -o $OUT/$m $args ($(( $(date +%s) - t0 )) s)" >&2
   evals "$OUT/$m" "$m"
   [ "$m" = ga ] || wmdp "$OUT/$m" "$m"

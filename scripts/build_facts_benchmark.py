@@ -4,26 +4,40 @@ relation into a forget set (where things and people are: every relation whose ob
 place) and a retain set (every other relation: languages, companies, products, sports, jobs,
 religions, ...).
 
-Python standard library only; it runs the `intervene` binary (`eval --task mc`) to check which
-facts the model answers correctly. From the repository root:
+Python standard library only; it runs the `intervene` binary (`eval --task mc --prompt cloze`)
+once over every candidate question to check which facts the model knows. From the repository
+root:
 
     cargo build --release
     python3 scripts/build_facts_benchmark.py --model models/smollm2 [--intervene PATH] [--seed 0]
+
+Cost: one cloze pass over the 1,170 candidates (4 choices each, a few tokens per choice):
+8.8 CPU minutes with SmolLM2-135M at --threads 1 (19 minutes wall on a 2-core machine at load
+average 10, 2026-11-26).
 
 Sources (SOURCES.md §1c, §1d): ROME's known facts (`rome_known_1000.json`, 1,209 facts) and
 CounterFact's ROME-format requests (`counterfact_rome_requests_100.jsonl`, the true object
 `target_true`), both with a Wikidata relation id. For every fact with a relation of at least 4
 distinct objects, a 4-way multiple-choice question in the WMDP JSONL format is made: the
-question is the prompt followed by " ...", the choices are the true object and 3 other objects
-of the same relation drawn with a seeded `random.Random`, shuffled. The model is asked every
-question (zero-shot, lm-eval's prompt, as `intervene eval --task mc` scores WMDP, with the topic
-"general knowledge"); only the questions it answers correctly are kept, so both sets start at
-accuracy 1.0 for that model and chance is 0.25.
+question is the fact's prompt ("Vinson Massif is located in the continent of"), the choices are
+the true object and 3 other objects of the same relation, drawn with a seeded `random.Random`
+among the 8 objects closest to the true one in word count and length (so that a choice's
+length, which the summed log-likelihood favours when short, says little about the answer).
+
+The model is asked every question as a cloze (`--prompt cloze`: each choice scored as the
+continuation " <object>" of the prompt, lm-eval's `multiple_choice` form), and only the
+questions it answers correctly are kept, so both sets start at accuracy 1.0 for that model and
+chance is 0.25. The lettered lm-eval format is not used to select: SmolLM2-135M answers "A"
+to nearly everything there. The kept questions of each set then have their true answer moved to
+position k mod 4 (k: the question's index in the set), so each position holds a quarter of the
+answers and position is no shortcut in either format (the cloze score does not depend on the
+order). A set larger than --max-per-set is cut to a seeded sample of that size.
 
 Writes into --out (default data/facts/):
   forget_mc.jsonl, retain_mc.jsonl      {"question", "choices", "answer"} (WMDP format)
   forget_text.jsonl, retain_text.jsonl  {"text": "<prompt> <object>."}: one statement per kept fact
-  manifest.json                         counts per relation, sources and their sha256, settings
+  manifest.json                         counts per relation and answer position, sources and
+                                        their sha256, settings
 """
 
 import argparse
@@ -52,7 +66,6 @@ FORGET_RELATIONS = {
     "P937",  # work location
     "P27",  # country of citizenship
 }
-TOPIC = "general knowledge"
 
 
 def sha256(path):
@@ -88,23 +101,34 @@ def questions(facts, seed):
         objects.setdefault(f["relation"], set()).add(f["object"])
     out = []
     for i, f in enumerate(facts):
-        pool = sorted(objects[f["relation"]] - {f["object"]})
+        obj = f["object"]
+        # The 8 objects nearest in (word count, length), ties by name: distractors like the answer.
+        pool = sorted(objects[f["relation"]] - {obj},
+                      key=lambda o: (abs(len(o.split()) - len(obj.split())), abs(len(o) - len(obj)), o))[:8]
         if len(pool) < 3:
             continue
         rng = random.Random(seed * 1_000_003 + i)
-        choices = rng.sample(pool, 3) + [f["object"]]
+        choices = rng.sample(pool, 3) + [obj]
         rng.shuffle(choices)
-        out.append(dict(f, mc={"question": f["prompt"] + " ...", "choices": choices, "answer": choices.index(f["object"])}))
+        out.append(dict(f, mc={"question": f["prompt"], "choices": choices, "answer": choices.index(obj)}))
     return out
 
 
-def ask(intervene, model, items):
+def place_answer(mc, pos):
+    """The same question with the true answer moved to `pos`, the distractors in their order."""
+    true = mc["choices"][mc["answer"]]
+    others = [c for i, c in enumerate(mc["choices"]) if i != mc["answer"]]
+    return dict(mc, choices=others[:pos] + [true] + others[pos:], answer=pos)
+
+
+def ask(intervene, model, items, threads):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "candidates.jsonl")
         with open(path, "w") as f:
             for it in items:
                 f.write(json.dumps(it["mc"]) + "\n")
-        cmd = [intervene, "-q", "eval", model, "--task", "mc", "--data", path, "--subject", TOPIC, "--no-record", "--json"]
+        cmd = [intervene, "-q", "--threads", str(threads), "eval", model, "--task", "mc", "--prompt", "cloze",
+               "--data", path, "--no-record", "--json"]
         print("+", " ".join(cmd), file=sys.stderr)
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out)["per_item"]["choices"]
@@ -123,17 +147,20 @@ def main():
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--out", default=os.path.join(ROOT, "data", "facts"))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-per-set", type=int, default=200)
     a = ap.parse_args()
 
     facts, sources = load_facts(a.data)
     items = questions(facts, a.seed)
-    picked = ask(a.intervene, a.model, items)
+    picked = ask(a.intervene, a.model, items, a.threads)
     known = [it for it, p in zip(items, picked) if p == it["mc"]["answer"]]
     os.makedirs(a.out, exist_ok=True)
     manifest = {
         "model": os.path.basename(os.path.normpath(a.model)),
         "seed": a.seed,
-        "topic": TOPIC,
+        "format": "cloze (intervene eval --task mc --prompt cloze)",
+        "max_per_set": a.max_per_set,
         "candidates": len(items),
         "answered_correctly": len(known),
         "forget_relations": sorted(FORGET_RELATIONS),
@@ -142,13 +169,20 @@ def main():
     }
     for name, keep in [("forget", lambda r: r in FORGET_RELATIONS), ("retain", lambda r: r not in FORGET_RELATIONS)]:
         rows = [it for it in known if keep(it["relation"])]
+        if len(rows) > a.max_per_set:
+            picked_rows = set(random.Random(a.seed + (name == "retain")).sample(range(len(rows)), a.max_per_set))
+            rows = [r for i, r in enumerate(rows) if i in picked_rows]
+        rows = [dict(it, mc=place_answer(it["mc"], k % 4)) for k, it in enumerate(rows)]
         write_jsonl(os.path.join(a.out, f"{name}_mc.jsonl"), [it["mc"] for it in rows])
         write_jsonl(os.path.join(a.out, f"{name}_text.jsonl"), [{"text": f"{it['prompt']} {it['object']}."} for it in rows])
         per_rel = {}
         for it in rows:
             per_rel[it["relation"]] = per_rel.get(it["relation"], 0) + 1
         asked = sum(1 for it in items if keep(it["relation"]))
-        manifest["sets"][name] = {"kept": len(rows), "asked": asked, "per_relation": dict(sorted(per_rel.items()))}
+        known_here = sum(1 for it in known if keep(it["relation"]))
+        positions = [sum(1 for it in rows if it["mc"]["answer"] == p) for p in range(4)]
+        manifest["sets"][name] = {"kept": len(rows), "answered_correctly": known_here, "asked": asked,
+                                  "answer_positions": positions, "per_relation": dict(sorted(per_rel.items()))}
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")

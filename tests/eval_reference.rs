@@ -32,8 +32,13 @@ fn close(a: f64, b: f64, rel: f64) -> bool {
 }
 
 fn check_mc(dir: &Path, g: &Value, file: &str, limit: Option<u64>) {
+    check_mc_with(dir, g, file, limit, &[]);
+}
+
+fn check_mc_with(dir: &Path, g: &Value, file: &str, limit: Option<u64>, extra: &[&str]) {
     let limit_s = limit.map(|l| l.to_string());
     let mut args = vec!["--task", "mc", "--data", file];
+    args.extend_from_slice(extra);
     if let Some(l) = &limit_s {
         args.extend(["--limit", l.as_str()]);
     }
@@ -112,6 +117,13 @@ fn check_edit(dir: &Path, g: &Value, file: &str) {
 }
 
 fn check_case(dir: &Path, g: &Value) {
+    check_mc_with(
+        dir,
+        &g["cloze"],
+        &data("facts_cloze_20.jsonl"),
+        None,
+        &["--prompt", "cloze"],
+    );
     check_mc(
         dir,
         &g["mmlu"],

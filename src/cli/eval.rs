@@ -38,6 +38,15 @@ impl Task {
     }
 }
 
+/// How `--task mc` puts a question to the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum McPrompt {
+    /// lm-eval's MMLU/WMDP prompt: description, question, lettered choices, "Answer:".
+    Lettered,
+    /// The question as the context, each choice's text as its continuation (a fact's prompt).
+    Cloze,
+}
+
 #[derive(Args, Debug)]
 pub struct EvalArgs {
     /// Checkpoint directory (a plain Hugging Face directory is evaluated but nothing is recorded).
@@ -72,6 +81,9 @@ pub struct EvalArgs {
     /// mc: the topic the description names for a JSONL file not named wmdp_bio/cyber/chem.
     #[arg(long)]
     pub subject: Option<String>,
+    /// mc: the prompt format (recorded in the evaluation's settings).
+    #[arg(long, value_enum, default_value_t = McPrompt::Lettered)]
+    pub prompt: McPrompt,
     /// ppl: WikiText `.tokens` file whose blank lines restore a raw file's row layout
     /// (found automatically for `wiki.test.raw` beside `wiki.test.tokens`).
     #[arg(long)]
@@ -98,6 +110,10 @@ pub fn run(a: EvalArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
             let qs = read_mc(&a.data)?;
             let model = Llama::load(&ckpt)?;
             let s = mc::McSettings {
+                format: match a.prompt {
+                    McPrompt::Lettered => mc::McFormat::Lettered,
+                    McPrompt::Cloze => mc::McFormat::Cloze,
+                },
                 batch_size: a.batch_size,
                 offset: a.offset,
                 limit: a.limit,

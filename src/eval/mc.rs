@@ -10,6 +10,12 @@
 //! When every continuation is one token (the usual case: " A".." D" are single tokens) the
 //! four log-likelihoods are read off the last-position logits of ONE forward over the context;
 //! otherwise each choice is scored as a full continuation.
+//!
+//! `McFormat::Cloze` is lm-eval's other multiple-choice form (`output_type: multiple_choice`
+//! with the choice text as the target, `target_delimiter " "`): the context is the question
+//! text alone and each choice is the continuation `" {choice}"`, scored by its summed
+//! log-likelihood. A small model that cannot follow the lettered format (it answers "A") still
+//! ranks the completions of a fact it knows, and the answer's position cannot help it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,8 +31,38 @@ use crate::tokenizer::Tokenizer;
 
 const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
+/// How a question is put to the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum McFormat {
+    /// Description + question + lettered choices + "Answer:"; continuations " A", " B", ...
+    Lettered,
+    /// The question as the context; each choice's text as the continuation.
+    Cloze,
+}
+
+impl McFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            McFormat::Lettered => "lettered",
+            McFormat::Cloze => "cloze",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            McFormat::Lettered => {
+                "lm-eval 0.4.2 zero-shot: description + question + lettered choices + \"Answer:\""
+            }
+            McFormat::Cloze => {
+                "cloze: the question as context, \" {choice}\" as continuation, summed log-likelihood"
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct McSettings {
+    pub format: McFormat,
     pub batch_size: usize,
     pub offset: usize,
     pub limit: Option<usize>,
@@ -108,9 +144,13 @@ pub fn prepare(
     qs: &[McQuestion],
     path: &Path,
     topic: Option<&str>,
+    format: McFormat,
 ) -> Result<Vec<Prepared>> {
     qs.iter()
         .map(|q| {
+            if format == McFormat::Cloze {
+                return prepare_cloze(tok, q, path);
+            }
             if q.choices.len() > LETTERS.len() {
                 return Err(Error::format(
                     "multiple-choice question",
@@ -149,6 +189,41 @@ pub fn prepare(
             })
         })
         .collect()
+}
+
+/// A cloze question: context `question.trim()`, continuation `" {choice}"`, split as lm-eval's
+/// `_encode_pair` splits them (the continuation is what follows the context's tokens in the
+/// encoding of the whole). Its subject is the question's own, else the file's stem.
+fn prepare_cloze(tok: &Tokenizer, q: &McQuestion, path: &Path) -> Result<Prepared> {
+    let subject = q.subject.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let context_text = q.question.trim();
+    let context = tok.encode(context_text, false)?;
+    let continuations = q
+        .choices
+        .iter()
+        .map(|c| {
+            let whole = tok.encode(&format!("{context_text} {c}"), false)?;
+            Ok(whole.get(context.len()..).unwrap_or_default().to_vec())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if context.is_empty() || continuations.iter().any(Vec::is_empty) {
+        return Err(Error::format(
+            "multiple-choice question",
+            path,
+            q.source.clone(),
+            "a context or choice encodes to no tokens",
+        ));
+    }
+    Ok(Prepared {
+        subject,
+        context,
+        continuations,
+        answer: q.answer,
+    })
 }
 
 /// Keeps at most `n` questions per subject, in order.
@@ -281,7 +356,7 @@ pub fn evaluate_on(
     quiet: bool,
 ) -> Result<Outcome> {
     let range = select(qs.len(), s.offset, s.limit, "questions")?;
-    let mut prepared = prepare(tok, &qs[range], path, s.topic.as_deref())?;
+    let mut prepared = prepare(tok, &qs[range], path, s.topic.as_deref(), s.format)?;
     if let Some(n) = s.limit_per_subject {
         if n == 0 {
             return Err(Error::usage("--limit-per-subject", "must be at least 1"));
@@ -337,7 +412,8 @@ pub fn evaluate_on(
             "limit_per_subject": s.limit_per_subject,
             "batch_size": s.batch_size,
             "topic": s.topic,
-            "prompt": "lm-eval 0.4.2 zero-shot: description + question + lettered choices + \"Answer:\"",
+            "format": s.format.name(),
+            "prompt": s.format.description(),
             "single_token_choices": single,
         }),
         table,
