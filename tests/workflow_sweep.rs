@@ -83,7 +83,10 @@ fn check_rows(pair: &str, s: &Value) -> Vec<String> {
         let kind = r["criterion"]["kind"].as_str().unwrap().to_string();
         if kind != "perplexity" {
             let (of, os) = (r["e_of"].as_f64().unwrap(), r["e_os"].as_f64().unwrap());
-            assert!((0.0..=1.0).contains(&of) && (0.0..=1.0).contains(&os), "{r}");
+            assert!(
+                (0.0..=1.0).contains(&of) && (0.0..=1.0).contains(&os),
+                "{r}"
+            );
             assert!((os - (ab - ba).abs()).abs() < 1e-9, "{pair}: E_OS {r}");
         }
         kinds.push(kind);
@@ -126,7 +129,11 @@ fn tiny_grid_resumes_scores_and_rebuilds_one_cell() {
         "magnitude-0.5__rtn-8",
     ] {
         let s = score(&out, pair);
-        assert_eq!(check_rows(pair, &s), ["utility", "perplexity"], "{pair}: {s}");
+        assert_eq!(
+            check_rows(pair, &s),
+            ["utility", "perplexity"],
+            "{pair}: {s}"
+        );
     }
 
     // Nothing to do the second time: no output is touched after its job finished.
@@ -178,8 +185,15 @@ fn mixed_grid_scores_and_reports_edit_unlearn_and_compress_together() {
         assert!(cats[0] != cats[1], "{pair}: {cats:?}");
     }
     let md = std::fs::read_to_string(out.join("report/report.md")).unwrap();
-    assert!(md.contains("9 compositions scored from 18 lineages"), "{md}");
-    for (x, y) in [("edit", "unlearn"), ("edit", "compress"), ("unlearn", "compress")] {
+    assert!(
+        md.contains("9 compositions scored from 18 lineages"),
+        "{md}"
+    );
+    for (x, y) in [
+        ("edit", "unlearn"),
+        ("edit", "compress"),
+        ("unlearn", "compress"),
+    ] {
         assert!(
             md.contains(&format!("## {x} × {y}")) || md.contains(&format!("## {y} × {x}")),
             "no {x} × {y} table in\n{md}"
