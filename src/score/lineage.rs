@@ -98,9 +98,20 @@ impl Lineage {
     }
 }
 
+/// Input roles that are statistics of the step's *input checkpoint* (MEMIT/ROME's key
+/// covariance, computed from the model it edits, the `stats_corpus` input and the sample counts
+/// in params), not files the user chose: after another intervention they are recomputed on a
+/// different model, so comparing them would refuse every edit applied second. They stay in
+/// the provenance; the comparison leaves them out.
+const DERIVED_INPUT_ROLES: &[&str] = &["covariance "];
+
+fn derived(role: &str) -> bool {
+    DERIVED_INPUT_ROLES.iter().any(|p| role.starts_with(p))
+}
+
 /// A step as the comparison sees it: op, category, params with file paths replaced by the
 /// files' hashes (a path is compared by content: the same file under another path is the
-/// same input), and inputs by role and hash.
+/// same input), and inputs by role and hash, less the derived ones ([`DERIVED_INPUT_ROLES`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Intervention {
     pub op: String,
@@ -112,12 +123,13 @@ pub struct Intervention {
 impl Intervention {
     pub fn of(step: &Step) -> Self {
         let mut params = step.params.clone();
-        for f in &step.inputs {
+        for f in step.inputs.iter().filter(|f| !derived(&f.role)) {
             replace_path(&mut params, &f.path, &f.blake3);
         }
         let mut inputs: Vec<(String, String)> = step
             .inputs
             .iter()
+            .filter(|f| !derived(&f.role))
             .map(|f| (f.role.clone(), f.blake3.clone()))
             .collect();
         inputs.sort();
@@ -340,4 +352,50 @@ pub fn pair_groups(ab: &[Lineage], ba: &[Lineage]) -> Result<Vec<(usize, usize, 
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::InputFile;
+    use serde_json::json;
+
+    fn memit(cov: &str, corpus: &str) -> Step {
+        let file = |role: &str, path: &str, h: &str| InputFile {
+            role: role.into(),
+            path: path.into(),
+            blake3: h.into(),
+        };
+        Step {
+            op: "memit".into(),
+            category: "edit".into(),
+            params: json!({"requests": "req.jsonl", "layers": [4, 8]}),
+            inputs: vec![
+                file("requests", "req.jsonl", "blake3:aa"),
+                file("stats_corpus", "wt.txt", corpus),
+                file("covariance layer 4", "/c/cov-1.bin", cov),
+            ],
+            parent: Some("blake3:p".into()),
+            output: "blake3:o".into(),
+            tool_version: "t".into(),
+            device: "cpu".into(),
+            seconds: 1.0,
+            report: Value::Null,
+        }
+    }
+
+    #[test]
+    fn covariance_of_the_input_model_is_not_part_of_the_intervention() {
+        // The same edit on two different models: covariances differ, the intervention does not.
+        let a = Intervention::of(&memit("blake3:c1", "blake3:w"));
+        let b = Intervention::of(&memit("blake3:c2", "blake3:w"));
+        assert_eq!(a.diff(&b), None);
+        assert_eq!(a.inputs.len(), 2);
+        // A different covariance corpus is a different intervention.
+        let c = Intervention::of(&memit("blake3:c1", "blake3:x"));
+        assert_eq!(
+            a.diff(&c).as_deref(),
+            Some("inputs.stats_corpus.blake3: blake3:w vs blake3:x")
+        );
+    }
 }
