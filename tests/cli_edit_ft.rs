@@ -301,6 +301,26 @@ fn lora_merges_rank_r_deltas_into_the_targets_only() {
     let last = again.len() - 1;
     again[last] = "4";
     assert_ne!(edit(&again)["id"], r["id"], "another seed, another init");
+
+    // --stop-loss: recorded (default 1e-2); an epoch whose mean loss is below it takes no
+    // step and ends the run, so a bound above the initial loss stops at once, unchanged.
+    assert_eq!(p["stop_loss"].as_f64(), Some(1e-2));
+    let losses = rep["loss_per_step"].as_array().unwrap();
+    let stopped = rep["early_stopped"].as_bool().unwrap();
+    let last_loss = losses.last().unwrap().as_f64().unwrap();
+    assert_eq!(stopped, losses.len() < 6 && last_loss < 1e-2, "{rep}");
+    let out4 = tmp.path().join("lora4");
+    again[3] = path_str(&out4);
+    again.extend_from_slice(&["--stop-loss", "100"]);
+    let r4 = edit(&again);
+    let rep4 = &r4["report"];
+    assert_eq!(rep4["epochs_run"].as_u64(), Some(1), "{rep4}");
+    assert_eq!(rep4["early_stopped"].as_bool(), Some(true), "{rep4}");
+    assert_eq!(rep4["delta_fro_total"].as_f64(), Some(0.0), "{rep4}");
+    assert_eq!(
+        last_step(&out4)["params"]["stop_loss"].as_f64(),
+        Some(100.0)
+    );
 }
 
 /// A failing command: exit 2, the words the message must hold, nothing written.

@@ -193,7 +193,15 @@ fn memit_edits_the_layer_range_and_records_it() {
         .unwrap()
         .clone();
     assert_eq!(step["op"], "memit");
-    assert_eq!(step["params"]["mom2_update_weight"], 15000.0);
+    // The default λ is the reference's 15000 scaled by the MLP width (d_ff / 11008).
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("config.json")).unwrap()).unwrap();
+    let d_ff = cfg["intermediate_size"].as_f64().unwrap();
+    let lambda = step["params"]["mom2_update_weight"].as_f64().unwrap();
+    assert!(
+        (lambda - 15000.0 * d_ff / 11008.0).abs() < 1e-9 * lambda,
+        "λ {lambda} for d_ff {d_ff}"
+    );
     assert_eq!(step["params"]["layers"], serde_json::json!([0, 1]));
     assert_eq!(out["report"]["stats"].as_array().unwrap().len(), 2);
     // Only the two down_proj tensors changed.
@@ -263,5 +271,28 @@ fn bad_input_exits_2_naming_the_record_or_flag_and_writes_nothing() {
             );
         }
         assert!(!out.exists(), "{method} {extra:?} wrote output");
+    }
+    // No built-in corpus path: the flag is required where the covariance is used, and the
+    // error points at the sample shipped in the repository.
+    let req = write(tmp.path(), "ok5.jsonl", REQUESTS);
+    for method in ["memit", "rome"] {
+        let run = intervene(&[
+            method,
+            path_str(&input),
+            "-o",
+            path_str(&out),
+            "--requests",
+            &req,
+            "--cache-dir",
+            path_str(&cache),
+        ]);
+        assert_eq!(run.code, 2, "{method} without --stats-corpus: {run}");
+        for n in ["--stats-corpus", "data/calibration/wikitext103"] {
+            assert!(run.stderr.contains(n), "{method}: `{n}` missing: {run}");
+        }
+        assert!(
+            !out.exists(),
+            "{method} without --stats-corpus wrote output"
+        );
     }
 }

@@ -246,6 +246,7 @@ fn lora_matches_peft_and_the_merged_delta_has_rank_r() {
         weight_decay: 0.0,
         seed: 0,
         batch_size: 0,
+        stop_loss: None,
     };
     let mut set = plan.adapters(before.config()).unwrap();
     assert_eq!(set.lora.len(), 4);

@@ -106,6 +106,11 @@ pub struct LoraArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 5e-3)]
     pub lr: f32,
+    /// Stop once an epoch's mean target loss is below this (EasyEdit's FT criterion, 1e-2; 0
+    /// runs every epoch as EasyEdit's LoRA does). The default stops before the adapters
+    /// overfit the targets and wreck the rest of the model (bench/RESULTS.md).
+    #[arg(long, default_value_t = 1e-2)]
+    pub stop_loss: f64,
 }
 
 fn layers(
@@ -286,6 +291,7 @@ pub fn run_lora_cmd(a: LoraArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
         weight_decay: a.io.weight_decay,
         seed: g.seed,
         batch_size: a.io.batch_size.unwrap_or(0),
+        stop_loss: (a.stop_loss != 0.0).then_some(a.stop_loss),
     };
     plan.validate(&cfg)?;
     let l = load(&a.io)?;

@@ -14,8 +14,8 @@ use clap::Args;
 use intervene::interventions::compress::plan::parse_layers;
 use intervene::interventions::edit::covariance::{default_cache_dir, StatsSpec};
 use intervene::interventions::edit::driver::{
-    default_memit_layers, default_rome_layer, default_stats_corpus, edit_checkpoint, EditMethod,
-    EditPlan, TemplateSource,
+    default_memit_lambda, default_memit_layers, default_rome_layer, edit_checkpoint, EditMethod,
+    EditPlan, TemplateSource, SUGGESTED_STATS_CORPUS,
 };
 use intervene::interventions::edit::value::ValueParams;
 use intervene::model::LlamaConfig;
@@ -48,9 +48,11 @@ pub struct EditArgs {
     /// Llama 4-8 of 32 scaled to the model's depth, 4-8 for SmolLM2's 30 layers).
     #[arg(long)]
     pub layers: Option<String>,
-    /// MEMIT: mom2_update_weight λ in ΔW = R Kᵀ (λC + KKᵀ)⁻¹.
-    #[arg(long, default_value_t = 15000.0)]
-    pub lambda: f64,
+    /// MEMIT: mom2_update_weight λ in ΔW = R Kᵀ (λC + KKᵀ)⁻¹ (default: EasyEdit's Llama-2-7B
+    /// 15000 scaled by the MLP width, 15000 · d_ff / 11008: 2093 for SmolLM2's d_ff 1536, so
+    /// that each layer writes the same share of its residual as the reference's).
+    #[arg(long)]
+    pub lambda: Option<f64>,
     /// Adam steps of the value optimisation (v_num_grad_steps; the last only evaluates).
     #[arg(long, default_value_t = 25)]
     pub steps: usize,
@@ -70,9 +72,9 @@ pub struct EditArgs {
     /// default here use the covariance).
     #[arg(long)]
     pub no_mom2_adjustment: bool,
-    /// Covariance corpus: plain text, or JSONL with a `text` field (default: WikiText-103
-    /// train rows in /work/shared/data/calibration/wikitext103, Wikipedia text as the
-    /// reference's).
+    /// Covariance corpus: plain text, or JSONL with a `text` field. Required by memit, and by
+    /// rome unless --no-mom2-adjustment; this repository ships a WikiText-103 train sample
+    /// (Wikipedia text, as the reference's statistics are) in data/calibration/wikitext103/.
     #[arg(long, value_name = "FILE")]
     pub stats_corpus: Option<PathBuf>,
     /// Covariance samples: pieces of at most --stats-seqlen tokens, in corpus order.
@@ -147,15 +149,40 @@ fn plan(
             kl_factor: a.kl_factor,
         },
         mom2_adjustment: !a.no_mom2_adjustment,
-        lambda: a.lambda,
+        lambda: a
+            .lambda
+            .unwrap_or_else(|| default_memit_lambda(cfg.intermediate_size)),
         stats: StatsSpec {
-            corpus: a.stats_corpus.clone().unwrap_or_else(default_stats_corpus),
+            corpus: stats_corpus(method, a)?,
             samples: a.stats_samples,
             seqlen: a.stats_seqlen,
             cache_dir,
         },
         templates: TemplateSource::Generated { seed },
     })
+}
+
+/// The covariance corpus, required whenever the method uses the statistic (no default: a
+/// built-in path would only exist on the machine that built the tool).
+fn stats_corpus(method: EditMethod, a: &EditArgs) -> Result<PathBuf, Error> {
+    let needed = method == EditMethod::Memit || !a.no_mom2_adjustment;
+    match &a.stats_corpus {
+        Some(p) => Ok(p.clone()),
+        None if !needed => Ok(PathBuf::new()),
+        None => Err(Error::usage(
+            "--stats-corpus",
+            format!(
+                "is required by {} (the key covariance){}: pass a text or JSONL file, e.g. \
+                 {SUGGESTED_STATS_CORPUS} from the intervene repository (WikiText-103, CC BY-SA)",
+                method.name(),
+                if method == EditMethod::Rome {
+                    " unless --no-mom2-adjustment"
+                } else {
+                    ""
+                }
+            ),
+        )),
+    }
 }
 
 pub fn run(method: EditMethod, a: EditArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {

@@ -78,6 +78,21 @@ pub fn default_memit_layers(n_layers: usize) -> Vec<usize> {
     (a..=b.max(a)).collect()
 }
 
+/// EasyEdit's Llama-2-7B `mom2_update_weight` and the MLP width it was set for.
+pub const REFERENCE_LAMBDA: f64 = 15000.0;
+pub const REFERENCE_D_FF: usize = 11008;
+
+/// MEMIT's λ scaled to the model's MLP width: `15000 · d_ff / 11008`.
+///
+/// Why: with `C = E[k kᵀ]` normalised per token, a key from the statistic's distribution has
+/// `E[kᵀ C⁻¹ k] = d_ff`, and one layer's solve writes the share `s / (λ + s)` of its residual
+/// target at a key with `s = kᵀ C⁻¹ k` (Sherman–Morrison). Keeping λ / d_ff at the
+/// reference's ratio keeps that share; the unscaled 15000 on SmolLM2 (d_ff 1536) wrote about
+/// a sixth of layer 4's share (bench/RESULTS.md, "Editing: ROME/MEMIT").
+pub fn default_memit_lambda(d_ff: usize) -> f64 {
+    REFERENCE_LAMBDA * d_ff as f64 / REFERENCE_D_FF as f64
+}
+
 fn scale(l: usize, n_layers: usize) -> usize {
     let s = (l as f64 * n_layers as f64 / 32.0).round() as usize;
     s.min(n_layers.saturating_sub(1))
@@ -314,8 +329,7 @@ fn params_json(plan: &EditPlan) -> Value {
     p
 }
 
-/// The default statistics corpus when `--stats-corpus` is not given: Wikipedia text, as the
-/// reference uses (WikiText-103 train rows 1000–1999 from the shared data folder).
-pub fn default_stats_corpus() -> PathBuf {
-    PathBuf::from("/work/shared/data/calibration/wikitext103/wt103_raw_train_rows1000-1999.txt")
-}
+/// The statistics corpus suggested when `--stats-corpus` is missing: the WikiText-103 train
+/// sample committed in this repository (Wikipedia text, as the reference's statistics are).
+pub const SUGGESTED_STATS_CORPUS: &str =
+    "data/calibration/wikitext103/wt103_raw_train_rows1000-1999.txt";

@@ -38,6 +38,9 @@ pub struct LoraPlan {
     pub seed: u64,
     /// Requests per optimiser step; 0 = all of them in one batch.
     pub batch_size: usize,
+    /// Stop once an epoch's mean loss is below this (chunks already below it take no step),
+    /// as EasyEdit's FT does at 1e-2; `None` runs every epoch, as EasyEdit's LoRA does.
+    pub stop_loss: Option<f64>,
 }
 
 /// Parses a LoRA target module: PEFT's short names (`q_proj`, `down_proj`) or the path inside
@@ -99,6 +102,14 @@ impl LoraPlan {
                 "must be a finite number >= 0",
             ));
         }
+        if let Some(x) = self.stop_loss {
+            if !(x.is_finite() && x >= 0.0) {
+                return Err(Error::usage(
+                    "--stop-loss",
+                    format!("{x} is not a number >= 0"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -131,6 +142,7 @@ impl LoraPlan {
             "optimizer": "adam (torch: betas 0.9/0.999, eps 1e-8, L2 weight decay)",
             "loss": TargetLoss::TokenMean.name(),
             "batch_size": self.batch_size,
+            "stop_loss": self.stop_loss,
             "merged": true,
         })
     }
@@ -157,6 +169,8 @@ pub struct LoraOutcome {
     pub initial_loss: f64,
     /// After the merge, with the inference forward.
     pub final_loss: f64,
+    /// True when `stop_loss` ended the run before `steps` epochs.
+    pub early_stopped: bool,
     /// Per adapted module: Frobenius norm of the merged delta `(alpha / r) B A`.
     pub delta_fro: Vec<(String, f64)>,
     /// The trained adapters (A, B), for callers that keep them.
@@ -171,6 +185,7 @@ impl LoraOutcome {
             "initial_loss": self.initial_loss,
             "final_loss": self.final_loss,
             "epochs_run": self.loss_per_step.len(),
+            "early_stopped": self.early_stopped,
             "adapters": self.adapters.lora.len(),
             "delta_fro": self.delta_fro.iter().map(|d| (d.0.clone(), json!(d.1))).collect::<serde_json::Map<_, _>>(),
             "delta_fro_total": total,
@@ -221,6 +236,7 @@ pub fn train_lora(
     });
     let mut tr = Trainer::new(model, set)?;
     let mut loss_per_step = Vec::with_capacity(plan.steps);
+    let mut early_stopped = false;
     for epoch in 0..plan.steps {
         let (mut sum, mut count) = (0.0f64, 0usize);
         for chunk in examples.chunks(bs) {
@@ -238,10 +254,17 @@ pub fn train_lora(
             }
             sum += loss * chunk.len() as f64;
             count += chunk.len();
-            tr.step(&mut opt)?;
+            if plan.stop_loss.is_none_or(|stop| loss >= stop) {
+                tr.step(&mut opt)?;
+            }
         }
-        loss_per_step.push(sum / count.max(1) as f64);
+        let mean = sum / count.max(1) as f64;
+        loss_per_step.push(mean);
         progress.inc(1);
+        if plan.stop_loss.is_some_and(|stop| mean < stop) {
+            early_stopped = epoch + 1 < plan.steps;
+            break;
+        }
     }
     progress.finish();
     let adapters = tr.finish()?;
@@ -265,6 +288,7 @@ pub fn train_lora(
         loss_per_step,
         initial_loss,
         final_loss,
+        early_stopped,
         delta_fro,
         adapters,
     })

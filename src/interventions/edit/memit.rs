@@ -42,6 +42,9 @@ pub struct LayerReport {
     pub update_norm: f64,
     /// ‖Z − H‖_F before this layer's update (all requests).
     pub residual_norm: f64,
+    /// ‖ΔW_l K‖_F / ‖R‖_F: the share of this layer's residual target `R` that its update
+    /// writes at the keys (1 with λ → 0; `s / (λ + s)` for one request, `s = kᵀC⁻¹k`).
+    pub written_share: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -134,6 +137,24 @@ pub fn memit_delta(
     Ok(dw)
 }
 
+/// `‖ΔW K‖_F / ‖R‖_F` for `dw` d × d_ff, `keys` n × d_ff, `resid` n × d.
+pub fn written_share(dw: &[f64], keys: &[Vec<f32>], resid: &[Vec<f64>]) -> f64 {
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (k, r) in keys.iter().zip(resid) {
+        let dff = k.len();
+        for (row, &rv) in dw.chunks_exact(dff).zip(r) {
+            let wk: f64 = row.iter().zip(k).map(|(w, &k)| w * f64::from(k)).sum();
+            num += wk * wk;
+            den += rv * rv;
+        }
+    }
+    if den > 0.0 {
+        (num / den).sqrt()
+    } else {
+        0.0
+    }
+}
+
 /// Optimises every request's target, then updates the layers in turn.
 pub fn memit(
     model: &mut Llama,
@@ -211,6 +232,7 @@ pub fn memit(
             layer: l,
             update_norm: dw.iter().map(|v| v * v).sum::<f64>().sqrt(),
             residual_norm,
+            written_share: written_share(&dw, &keys, &resid),
         });
     }
     let final_residual_norm = fro(&residuals(model)?);

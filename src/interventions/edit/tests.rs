@@ -372,6 +372,13 @@ fn memit_with_one_request_and_layer_is_romes_closed_form() {
         "MEMIT (λ=15000) vs scaled ROME: relative difference {e}"
     );
     assert_eq!(memit.len() / dff, model.config().hidden_size);
+    // The reported written share is s/(λ + s) for one request (Sherman–Morrison).
+    let share = super::memit::written_share(&memit, &k, std::slice::from_ref(&resid));
+    let want = s / (lambda + s);
+    assert!(
+        (share - want).abs() < 1e-6 * want.max(1e-12) + 1e-9,
+        "written share {share} vs s/(λ+s) = {want}"
+    );
 }
 
 #[test]
