@@ -56,12 +56,12 @@ EDIT_ARGS = {
     "lora": ["--requests", "fixtures/data/zsre_mend_train_first20.jsonl", "--limit", "1",
              "--steps", "2"],
 }
+FORGET = "data/facts/forget_text.jsonl"
+RETAIN = "data/facts/retain_text.jsonl"
 UNLEARN_ARGS = {
-    "ga": ["--forget", "fixtures/data/wmdp_bio_first20.jsonl", "--steps", "2"],
-    "gd": ["--forget", "fixtures/data/wmdp_bio_first20.jsonl",
-           "--retain", "fixtures/data/wikitext2_test_raw_first200.txt", "--steps", "2"],
-    "rmu": ["--forget", "fixtures/data/wmdp_bio_first20.jsonl",
-            "--retain", "fixtures/data/wikitext2_test_raw_first200.txt", "--steps", "2"],
+    "ga": ["--forget", FORGET, "--steps", "2"],
+    "gd": ["--forget", FORGET, "--retain", RETAIN, "--steps", "2"],
+    "rmu": ["--forget", FORGET, "--retain", RETAIN, "--steps", "2"],
 }
 
 
@@ -192,7 +192,14 @@ def main():
     ap.add_argument("--logits", default="target/release/examples/logits")
     ap.add_argument("--work", default=None)
     ap.add_argument("--skip-gptq", action="store_true", help="leave out the (slow) gptq run")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated output kinds to produce (e.g. ga,gd,rmu); the import "
+                         "is always checked")
+    ap.add_argument("--no-gguf", action="store_true", help="leave out the llama.cpp checks")
     a = ap.parse_args()
+    only = set(a.only.split(",")) if a.only else None
+    if only is not None:
+        a.skip_gptq = a.skip_gptq or "gptq" not in only
     work = a.work or tempfile.mkdtemp(prefix="roundtrip-")
     os.makedirs(work, exist_ok=True)
     have = subcommands(a.bin)
@@ -203,6 +210,8 @@ def main():
     failed = []
 
     def produce(kind, cmd):
+        if only is not None and kind not in only:
+            return False
         out = os.path.join(work, kind)
         r = run([a.bin, cmd[0], a.model, "-o", out, "--force", "-q"] + cmd[1:], check=False)
         if r.returncode != 0:
@@ -236,9 +245,9 @@ def main():
         print(f"{'ok ' if good else 'BAD'} transformers {kind}: max |logit diff| {worst:.2e} "
               f"(tol {LOGIT_TOL}), token ids equal {ids_ok}")
 
-    exports = [("import", a.model, "f32"), ("import", a.model, "q8_0"),
-               ("import", a.model, "q4_0")]
-    if any(k == "rtn" for k, _ in outputs):
+    exports = [] if a.no_gguf else [("import", a.model, "f32"), ("import", a.model, "q8_0"),
+                                    ("import", a.model, "q4_0")]
+    if not a.no_gguf and any(k == "rtn" for k, _ in outputs):
         exports.append(("rtn", os.path.join(work, "rtn"), "q4_0"))
     for kind, d, ty in exports:
         gguf = os.path.join(work, f"{kind}-{ty}.gguf")
