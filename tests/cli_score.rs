@@ -94,8 +94,7 @@ fn recorded(dir: &Path, task: &str, key: &str) -> f64 {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["checkpoint"] == id && e["task"] == task)
-        .last()
+        .rfind(|e| e["checkpoint"] == id && e["task"] == task)
         .unwrap_or_else(|| panic!("no {task} evaluation of {}", dir.display()))["metrics"][key]
         .as_f64()
         .unwrap()

@@ -56,7 +56,7 @@ fn smollm2_matches_transformers_on_logits_nll_greedy_and_perplexity() {
     };
     let ckpt = Checkpoint::open(&dir).unwrap();
     let model = Llama::load(&ckpt).unwrap();
-    let tok = Tokenizer::from_file(&dir.join(TOKENIZER_FILE)).unwrap();
+    let tok = Tokenizer::from_file(dir.join(TOKENIZER_FILE)).unwrap();
     let r = reference();
     let mut worst_logit = 0.0f32;
     let mut worst_nll = 0.0f32;

@@ -21,7 +21,9 @@ const HINT: &str = "regenerate with: /opt/pyref/bin/python fixtures/gen_tokenize
 struct Golden {
     format: String,
     version: u32,
+    // Recorded by the generator for provenance of the golden file; not compared.
     #[serde(default)]
+    #[allow(dead_code)]
     gguf_sha256: Option<String>,
     #[serde(default)]
     vocab: Option<GgufVocab>,

@@ -51,12 +51,7 @@ impl Tensor {
 
     /// The number of rows when the tensor is viewed as a matrix `[numel / cols, cols]`.
     pub fn rows(&self) -> usize {
-        let c = self.cols();
-        if c == 0 {
-            0
-        } else {
-            self.data.len() / c
-        }
+        self.data.len().checked_div(self.cols()).unwrap_or(0)
     }
 
     pub fn row(&self, i: usize) -> &[f32] {

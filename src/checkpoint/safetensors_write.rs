@@ -58,7 +58,7 @@ impl SafetensorsWriter {
         // serde_json's map keeps insertion order (preserve_order), so sort explicitly:
         // __metadata__ first, then tensors by name (already sorted).
         let mut text = serde_json::to_string(&Value::Object(header)).expect("header serialises");
-        while text.len() % 8 != 0 {
+        while !text.len().is_multiple_of(8) {
             text.push(' ');
         }
         let file = File::create(path).map_err(|e| Error::io("create", path, e))?;

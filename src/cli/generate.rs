@@ -28,7 +28,7 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let ckpt = Checkpoint::open(&a.dir)?;
-    let tokenizer = Tokenizer::from_file(&a.dir.join(TOKENIZER_FILE))?;
+    let tokenizer = Tokenizer::from_file(a.dir.join(TOKENIZER_FILE))?;
     let prompt_ids = tokenizer.encode(&a.prompt, true)?;
     if prompt_ids.is_empty() {
         return Err(intervene::Error::usage("--prompt", "encodes to no tokens").into());

@@ -296,6 +296,8 @@ impl LlamaConfig {
                 return Err(Error::format(KIND, path, key, "must be at least 1"));
             }
         }
+        // Written as negations so that NaN (which compares false) is refused too.
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(cfg.rms_norm_eps > 0.0) || !(cfg.rope_theta > 0.0) {
             return Err(Error::format(
                 KIND,
