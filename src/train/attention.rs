@@ -6,21 +6,8 @@
 
 use rayon::prelude::*;
 
+use super::linear::matmul_serial;
 use crate::backend::cpu::attention::{attention_with_probs, AttnDims, KeySpan};
-use crate::backend::cpu::matmul::dot;
-
-/// Splits `buf` into consecutive chunks of the given lengths (the last may be short if the
-/// lengths overrun, which the callers' shape checks rule out).
-fn split_lens(mut buf: &mut [f32], lens: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
-    let mut out = Vec::new();
-    for len in lens {
-        let n = len.min(buf.len());
-        let (head, tail) = std::mem::take(&mut buf).split_at_mut(n);
-        out.push(head);
-        buf = tail;
-    }
-    out
-}
 
 fn check(q: &[f32], k: &[f32], v: &[f32], spans: &[KeySpan], dims: AttnDims) -> usize {
     let (qw, kw) = (dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim);
@@ -60,13 +47,20 @@ pub fn attention_forward(
     attention_with_probs(q, k, v, spans, dims, out, probs);
 }
 
+/// Query rows per tile of the backward: as in the forward, enough rows that the four
+/// products per head are matrix products, few enough that a causal tile wastes little.
+const TILE_ROWS: usize = 32;
+
 /// Gradients of `attention_forward`: writes `dq` (`[M, H*D]`) and accumulates `dk`, `dv`
 /// (`[S, G*D]`). Per head, with `P` the probabilities and `s` = 1/sqrt(D):
 /// `dV += P^T dO`, `dP = dO V^T`, `dS = P * (dP - rowsum(P * dP))`, `dq = s dS K`,
 /// `dK += s dS^T q`.
 ///
-/// Rows run in parallel in groups that share a key span start (the rows of one packed
-/// sequence), each group summing its key gradients locally; the groups are then added in
+/// Rows that share a key span start (one packed sequence) are taken in tiles of up to
+/// `TILE_ROWS`, and each product above is a matrix product over the tile's widest span (the
+/// probabilities beyond a row's own span are zero, which is the mask). One task per
+/// (sequence, key/value head) owns its key/value rows' gradient columns and its query heads'
+/// `dq` columns, summing locally in a fixed order; the tasks' results are written back in
 /// order, so the result does not depend on the thread count.
 // The operands are the forward's inputs plus the gradients; bundling them would only rename.
 #[allow(clippy::too_many_arguments)]
@@ -94,7 +88,6 @@ pub fn attention_backward(
     let (h_n, d) = (dims.heads, dims.head_dim);
     let (qw, kw) = (h_n * d, dims.kv_heads * d);
     let group = h_n / dims.kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
     // Runs of consecutive rows with the same span start.
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for (r, s) in spans.iter().enumerate() {
@@ -108,61 +101,137 @@ pub fn attention_backward(
     for s in spans {
         poff.push(poff[poff.len() - 1] + s.len * h_n);
     }
-    let dq_runs = split_lens(dq, runs.iter().map(|&(_, n)| n * qw));
-    let partial: Vec<(usize, Vec<f32>, Vec<f32>)> = runs
+    let ops = Operands {
+        dout,
+        q,
+        k,
+        v,
+        probs,
+        poff: &poff,
+        spans,
+        dims,
+    };
+    let tasks: Vec<(usize, usize, usize)> = runs
+        .iter()
+        .flat_map(|&(r0, n)| (0..dims.kv_heads).map(move |g| (r0, n, g)))
+        .collect();
+    let parts: Vec<GroupGrads> = tasks
         .par_iter()
-        .zip(dq_runs)
-        .map(|(&(r0, n), dq_run)| {
-            let start = spans[r0].start;
-            let kmax = spans[r0..r0 + n].iter().map(|s| s.len).max().unwrap_or(0);
-            let (mut ldk, mut ldv) = (vec![0.0f32; kmax * kw], vec![0.0f32; kmax * kw]);
-            let mut ds = Vec::new();
-            for (i, dqr) in dq_run.chunks_exact_mut(qw).enumerate() {
-                let r = r0 + i;
-                let len = spans[r].len;
-                dqr.fill(0.0);
-                for h in 0..h_n {
-                    let g = h / group;
-                    let p = &probs[poff[r] + h * len..poff[r] + (h + 1) * len];
-                    let d_o = &dout[r * qw + h * d..r * qw + (h + 1) * d];
-                    let qh = &q[r * qw + h * d..r * qw + (h + 1) * d];
-                    ds.clear();
-                    let mut sum = 0.0f32;
-                    for (j, &pj) in p.iter().enumerate() {
-                        let kv = (start + j) * kw + g * d;
-                        let dp = dot(d_o, &v[kv..kv + d]);
-                        sum += pj * dp;
-                        ds.push(dp);
-                        let lv = &mut ldv[j * kw + g * d..j * kw + (g + 1) * d];
-                        for (a, &b) in lv.iter_mut().zip(d_o) {
-                            *a += pj * b;
-                        }
-                    }
-                    let dqh = &mut dqr[h * d..(h + 1) * d];
-                    for (j, (&pj, &dp)) in p.iter().zip(&ds).enumerate() {
-                        let s = pj * (dp - sum) * scale;
-                        let kv = (start + j) * kw + g * d;
-                        for (a, &b) in dqh.iter_mut().zip(&k[kv..kv + d]) {
-                            *a += s * b;
-                        }
-                        let lk = &mut ldk[j * kw + g * d..j * kw + (g + 1) * d];
-                        for (a, &b) in lk.iter_mut().zip(qh) {
-                            *a += s * b;
-                        }
+        .map(|&(r0, n, g)| ops.group_backward(r0, n, g))
+        .collect();
+    for (&(r0, n, g), part) in tasks.iter().zip(&parts) {
+        for hh in 0..group {
+            let h = g * group + hh;
+            for i in 0..n {
+                let src = &part.dq[(hh * n + i) * d..(hh * n + i + 1) * d];
+                dq[(r0 + i) * qw + h * d..(r0 + i) * qw + (h + 1) * d].copy_from_slice(src);
+            }
+        }
+        let lo = spans[r0].start;
+        for j in 0..part.dk.len() / d {
+            let at = (lo + j) * kw + g * d;
+            let (gk, gv) = (&part.dk[j * d..(j + 1) * d], &part.dv[j * d..(j + 1) * d]);
+            dk[at..at + d].iter_mut().zip(gk).for_each(|(a, b)| *a += b);
+            dv[at..at + d].iter_mut().zip(gv).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// The backward's inputs, with the offsets of each row's probabilities.
+struct Operands<'a> {
+    dout: &'a [f32],
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    probs: &'a [f32],
+    poff: &'a [usize],
+    spans: &'a [KeySpan],
+    dims: AttnDims,
+}
+
+/// One task's gradients: `dq` of its query heads (`[group][rows][D]`), and `dk`, `dv` of its
+/// key/value head over the run's keys (`[keys][D]`, keys counted from the span start).
+struct GroupGrads {
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+}
+
+impl Operands<'_> {
+    /// The gradients of rows `r0..r0 + n` (sharing a span start) through key/value head `g`.
+    fn group_backward(&self, r0: usize, n: usize, g: usize) -> GroupGrads {
+        let (h_n, d) = (self.dims.heads, self.dims.head_dim);
+        let (qw, kw) = (h_n * d, self.dims.kv_heads * d);
+        let group = h_n / self.dims.kv_heads;
+        let scale = 1.0 / (d as f32).sqrt();
+        let rows = &self.spans[r0..r0 + n];
+        let lo = rows[0].start;
+        let kmax = rows.iter().map(|s| s.len).max().unwrap_or(0);
+        let mut out = GroupGrads {
+            dq: vec![0.0; group * n * d],
+            dk: vec![0.0; kmax * d],
+            dv: vec![0.0; kmax * d],
+        };
+        let (mut p, mut ds) = (Vec::new(), Vec::new());
+        for i0 in (0..n).step_by(TILE_ROWS) {
+            let t = TILE_ROWS.min(n - i0);
+            let tile = &rows[i0..i0 + t];
+            let width = tile.iter().map(|s| s.len).max().unwrap_or(0);
+            let (k_g, v_g) = (&self.k[lo * kw + g * d..], &self.v[lo * kw + g * d..]);
+            for hh in 0..group {
+                let h = g * group + hh;
+                // This head's probabilities of the tile as a dense [t, width] block.
+                p.clear();
+                p.resize(t * width, 0.0);
+                for (i, span) in tile.iter().enumerate() {
+                    let at = self.poff[r0 + i0 + i] + h * span.len;
+                    p[i * width..i * width + span.len]
+                        .copy_from_slice(&self.probs[at..at + span.len]);
+                }
+                let d_o = &self.dout[(r0 + i0) * qw + h * d..];
+                let q_h = &self.q[(r0 + i0) * qw + h * d..];
+                // dV[keys] += P^T dO.
+                matmul_serial(
+                    &mut out.dv[..width * d],
+                    (&p, (1, width)),
+                    (d_o, (qw, 1)),
+                    (width, t, d),
+                    true,
+                );
+                // dP = dO V^T, then dS = s P (dP - rowsum(P dP)) in place.
+                ds.resize(t * width, 0.0);
+                matmul_serial(
+                    &mut ds,
+                    (d_o, (qw, 1)),
+                    (v_g, (1, kw)),
+                    (t, d, width),
+                    false,
+                );
+                for (dsr, pr) in ds.chunks_exact_mut(width).zip(p.chunks_exact(width)) {
+                    let sum: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
+                    for (a, &b) in dsr.iter_mut().zip(pr) {
+                        *a = b * (*a - sum) * scale;
                     }
                 }
+                // dq = dS K, dK[keys] += dS^T q.
+                let dq_at = (hh * n + i0) * d;
+                matmul_serial(
+                    &mut out.dq[dq_at..dq_at + t * d],
+                    (&ds, (width, 1)),
+                    (k_g, (kw, 1)),
+                    (t, width, d),
+                    false,
+                );
+                matmul_serial(
+                    &mut out.dk[..width * d],
+                    (&ds, (1, width)),
+                    (q_h, (qw, 1)),
+                    (width, t, d),
+                    true,
+                );
             }
-            (start, ldk, ldv)
-        })
-        .collect();
-    for (start, ldk, ldv) in partial {
-        let at = start * kw;
-        for (a, b) in dk[at..at + ldk.len()].iter_mut().zip(&ldk) {
-            *a += b;
         }
-        for (a, b) in dv[at..at + ldv.len()].iter_mut().zip(&ldv) {
-            *a += b;
-        }
+        out
     }
 }
 
@@ -171,7 +240,14 @@ mod tests {
     use super::*;
     use crate::backend::cpu::attention::attention;
     use crate::backend::cpu::testutil::Rng;
+    use crate::backend::cpu::tolerance::Tolerance;
     use crate::train::gradcheck::{check_fd, to64};
+
+    /// f32 tiled products against the f64 row-wise sums, spans of up to 70 keys.
+    const ATTENTION_BACKWARD: Tolerance = Tolerance {
+        abs: 1e-5,
+        rel: 1e-4,
+    };
 
     /// Textbook masked attention in f64.
     fn reference(q: &[f64], k: &[f64], v: &[f64], spans: &[KeySpan], dm: AttnDims) -> Vec<f64> {
@@ -198,6 +274,122 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The backward row by row and head by head with dot products, in f64: the slow composed
+    /// version the tiled products are checked against on sizes finite differences cannot reach.
+    #[allow(clippy::type_complexity)]
+    fn rowwise_backward(
+        dout: &[f32],
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        probs: &[f32],
+        spans: &[KeySpan],
+        dm: AttnDims,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (h_n, g_n, d) = (dm.heads, dm.kv_heads, dm.head_dim);
+        let (qw, kw) = (h_n * d, g_n * d);
+        let scale = 1.0 / (d as f64).sqrt();
+        let (mut dq, mut dk, mut dv) = (
+            vec![0.0f64; q.len()],
+            vec![0.0f64; k.len()],
+            vec![0.0f64; v.len()],
+        );
+        let mut at = 0;
+        for (r, sp) in spans.iter().enumerate() {
+            for h in 0..h_n {
+                let g = h / (h_n / g_n);
+                let p = &probs[at..at + sp.len];
+                at += sp.len;
+                let dp: Vec<f64> = (0..sp.len)
+                    .map(|j| {
+                        (0..d)
+                            .map(|e| {
+                                f64::from(dout[r * qw + h * d + e])
+                                    * f64::from(v[(sp.start + j) * kw + g * d + e])
+                            })
+                            .sum()
+                    })
+                    .collect();
+                let sum: f64 = p.iter().zip(&dp).map(|(&a, b)| f64::from(a) * b).sum();
+                for j in 0..sp.len {
+                    let kv = (sp.start + j) * kw + g * d;
+                    let ds = f64::from(p[j]) * (dp[j] - sum) * scale;
+                    for e in 0..d {
+                        dv[kv + e] += f64::from(p[j]) * f64::from(dout[r * qw + h * d + e]);
+                        dq[r * qw + h * d + e] += ds * f64::from(k[kv + e]);
+                        dk[kv + e] += ds * f64::from(q[r * qw + h * d + e]);
+                    }
+                }
+            }
+        }
+        let f = |x: Vec<f64>| x.into_iter().map(|a| a as f32).collect();
+        (f(dq), f(dk), f(dv))
+    }
+
+    #[test]
+    fn tiled_backward_matches_the_rowwise_version_across_tiles_and_sequences() {
+        let mut rng = Rng::new(29);
+        let dims = AttnDims {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: 8,
+        };
+        // Two causal sequences crossing tile boundaries (70 = 2 x 32 + 6, 33), then rows that
+        // see a cached prefix of 5 keys (spans start at the same row, not causal from 0).
+        let mut spans: Vec<KeySpan> = (0..70)
+            .map(|t| KeySpan {
+                start: 0,
+                len: t + 1,
+            })
+            .collect();
+        spans.extend((0..33).map(|t| KeySpan {
+            start: 70,
+            len: t + 1,
+        }));
+        spans.extend((0..37).map(|t| KeySpan {
+            start: 103,
+            len: 5 + t,
+        }));
+        let s_rows = 103 + 5 + 37;
+        let m = spans.len();
+        let (qw, kw) = (48, 16);
+        let (q, k, v) = (
+            rng.vec(m * qw, 1.5),
+            rng.vec(s_rows * kw, 1.5),
+            rng.vec(s_rows * kw, 1.0),
+        );
+        let mut out = vec![0.0; m * qw];
+        let mut probs = Vec::new();
+        attention_forward(&q, &k, &v, &spans, dims, &mut out, &mut probs);
+        let dout = rng.vec(out.len(), 1.0);
+        let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        attention_backward(
+            &dout, &q, &k, &v, &probs, &spans, dims, &mut dq, &mut dk, &mut dv,
+        );
+        let (wq, wk, wv) = rowwise_backward(&dout, &q, &k, &v, &probs, &spans, dims);
+        for (name, got, want) in [("dq", &dq, &wq), ("dk", &dk, &wk), ("dv", &dv, &wv)] {
+            ATTENTION_BACKWARD
+                .check(&format!("attention {name}"), got, want)
+                .unwrap();
+        }
+        // The same bits on one thread.
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (mut dq1, mut dk1, mut dv1) =
+            (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
+        one.install(|| {
+            attention_backward(
+                &dout, &q, &k, &v, &probs, &spans, dims, &mut dq1, &mut dk1, &mut dv1,
+            )
+        });
+        assert!(
+            dq == dq1 && dk == dk1 && dv == dv1,
+            "depends on the thread count"
+        );
     }
 
     #[test]

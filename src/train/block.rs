@@ -1,6 +1,6 @@
 //! One decoder block for training: the forward (optionally keeping every activation its
-//! backward reads) and the backward, op by op in reverse. Layers are recomputed from their
-//! checkpointed input during the backward, so only one layer's activations live at a time.
+//! backward reads) and the backward, op by op in reverse. The trainer decides which layers
+//! keep their activations and which are recomputed from their input.
 //!
 //! Residual adds: `x_out = x + f(x)` passes the gradient to both branches unchanged; here it
 //! is the accumulate of `rmsnorm_backward` (the branch's gradient is added to the stream's).
@@ -48,6 +48,17 @@ pub(crate) struct Acts {
     act: Vec<f32>,
     /// `x A^T` of each adapter of this layer, in the order given.
     lora_mid: Vec<Vec<f32>>,
+}
+
+/// Floats one layer keeps for its backward (`Acts` and the layer's input) on these rows,
+/// adapters' small products aside.
+pub(crate) fn acts_len(cfg: &crate::model::LlamaConfig, spans: &[KeySpan]) -> usize {
+    let m = spans.len();
+    let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let qd = cfg.num_attention_heads * cfg.head_dim;
+    let kvd = cfg.num_key_value_heads * cfg.head_dim;
+    let probs: usize = spans.iter().map(|s| s.len * cfg.num_attention_heads).sum();
+    m * (5 * c + 2 * qd + 2 * kvd + 3 * i + 2) + probs
 }
 
 fn dims(model: &Llama) -> AttnDims {

@@ -7,19 +7,49 @@ use gemm::Parallelism;
 
 /// `c[M, N] (+)= a[M, K] . b[K, N]` with arbitrary strides for `a` and `b` (element (i, p) of
 /// `a` is `a[i * a_rs + p * a_cs]`) and a contiguous `c`. Transposes are expressed as strides,
-/// so `dx = dy W` and `dW = dy^T x` need no copies.
+/// so `dx = dy W` and `dW = dy^T x` need no copies. Runs on the rayon pool.
 // BLAS-style: sizes and strides are explicit arguments, like sgemm's.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul(
     c: &mut [f32],
     a: &[f32],
-    (a_rs, a_cs): (usize, usize),
+    a_strides: (usize, usize),
     b: &[f32],
-    (b_rs, b_cs): (usize, usize),
+    b_strides: (usize, usize),
     m: usize,
     k: usize,
     n: usize,
     accumulate: bool,
+) {
+    strided_gemm(
+        c,
+        (a, a_strides),
+        (b, b_strides),
+        (m, k, n),
+        accumulate,
+        Parallelism::Rayon(0),
+    );
+}
+
+/// `matmul` on the calling thread, for products inside an already parallel loop (one task
+/// per sequence and head group), where nesting the pool would only add scheduling.
+pub(crate) fn matmul_serial(
+    c: &mut [f32],
+    a: (&[f32], (usize, usize)),
+    b: (&[f32], (usize, usize)),
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+) {
+    strided_gemm(c, a, b, (m, k, n), accumulate, Parallelism::None);
+}
+
+fn strided_gemm(
+    c: &mut [f32],
+    (a, (a_rs, a_cs)): (&[f32], (usize, usize)),
+    (b, (b_rs, b_cs)): (&[f32], (usize, usize)),
+    (m, k, n): (usize, usize, usize),
+    accumulate: bool,
+    parallelism: Parallelism,
 ) {
     assert_eq!(c.len(), m * n, "matmul: c is not [M, N]");
     if m == 0 || n == 0 {
@@ -62,7 +92,7 @@ pub(crate) fn matmul(
             false,
             false,
             false,
-            Parallelism::Rayon(0),
+            parallelism,
         );
     }
 }

@@ -1,7 +1,10 @@
-//! `Trainer`: a forward with activation checkpointing at layer boundaries (each trained
-//! layer's input is kept; its activations are recomputed during the backward), the loss, the
-//! backward down to the lowest layer that needs it, and the optimiser step on the trainable
-//! set only.
+//! `Trainer`: a forward that keeps what the backward reads, the loss, the backward down to
+//! the lowest layer that needs it, and the optimiser step on the trainable set only.
+//!
+//! Trained layers keep their activations while they fit `activation_budget` bytes (the
+//! upper ones first); the layers beyond it are checkpointed at their input and recomputed
+//! during the backward. Both paths run the same kernels, so the budget changes memory and
+//! time, never the result.
 
 use std::collections::BTreeMap;
 
@@ -21,12 +24,25 @@ use super::rope::Rotary;
 
 const KIND: &str = "training objective";
 
+/// Default bytes of kept activations: SmolLM2's 15 upper layers at batch 4 x 256 need
+/// ~0.55 GiB; longer batches or deeper models fall back to recomputing the lower layers.
+pub const DEFAULT_ACTIVATION_BUDGET: usize = 1 << 30;
+
+/// What the forward saved of a trained layer for its backward.
+enum Saved {
+    /// The input only: the layer is recomputed during the backward.
+    Input(Vec<f32>),
+    /// The input and every activation the backward reads.
+    Kept(Vec<f32>, super::block::Acts),
+}
+
 /// Trains a set of tensors of a model. Gradients accumulate over `forward_backward` calls
 /// until `zero_grad` (gradient accumulation); `step` applies an optimiser to them.
 pub struct Trainer<'m> {
     model: &'m mut Llama,
     set: TrainableSet,
     grads: BTreeMap<String, Vec<f32>>,
+    activation_budget: usize,
 }
 
 /// A packed batch: sequence b is rows `offsets[b]..offsets[b+1]`.
@@ -60,7 +76,19 @@ impl<'m> Trainer<'m> {
             .into_iter()
             .map(|(n, len)| (n, vec![0.0; len]))
             .collect();
-        Ok(Trainer { model, set, grads })
+        Ok(Trainer {
+            model,
+            set,
+            grads,
+            activation_budget: DEFAULT_ACTIVATION_BUDGET,
+        })
+    }
+
+    /// Sets the bytes of activations kept between the forward and the backward (0: every
+    /// trained layer is recomputed from its input, the least memory).
+    pub fn with_activation_budget(mut self, bytes: usize) -> Self {
+        self.activation_budget = bytes;
+        self
     }
 
     pub fn model(&self) -> &Llama {
@@ -202,17 +230,29 @@ impl<'m> Trainer<'m> {
             self.set.lora.iter().filter(|a| a.layer == l).collect()
         };
 
-        // Forward, keeping the input of every layer the backward will recompute.
+        // Forward, keeping the activations of the upper trained layers that fit the budget
+        // and the input of the others (recomputed during the backward).
+        let per_layer = 4 * super::block::acts_len(cfg, &p.spans);
+        let kept_layers = self.activation_budget / per_layer.max(1);
+        let keep_from = (top + 1).saturating_sub(kept_layers).max(lowest);
         let mut x = vec![0.0f32; n * c];
         embed(&model.embed, c, &p.tokens, &mut x);
-        let mut checkpoints: Vec<Vec<f32>> = Vec::new();
+        let mut saved: Vec<Saved> = Vec::new();
         let mut loss = 0.0f64;
         let mut injected: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
         for l in 0..=top {
-            if l >= lowest {
-                checkpoints.push(x.clone());
+            if l >= keep_from {
+                let x_in = x.clone();
+                let acts = block_forward(model, l, &mut x, &rows, &adapters(l), true);
+                if let Some(acts) = acts {
+                    saved.push(Saved::Kept(x_in, acts));
+                }
+            } else {
+                if l >= lowest {
+                    saved.push(Saved::Input(x.clone()));
+                }
+                block_forward(model, l, &mut x, &rows, &adapters(l), false);
             }
-            block_forward(model, l, &mut x, &rows, &adapters(l), false);
             self.add_deltas(l, &p, &mut x);
             if let Some(terms) = mse_at.get(&l) {
                 let mut g = vec![0.0f32; n * c];
@@ -248,11 +288,16 @@ impl<'m> Trainer<'m> {
             if l < lowest {
                 continue;
             }
-            let Some(x_in) = checkpoints.pop() else { break };
             let ads = adapters(l);
-            let mut xr = x_in.clone();
-            let acts = block_forward(model, l, &mut xr, &rows, &ads, true);
-            drop(xr);
+            let (x_in, acts) = match saved.pop() {
+                Some(Saved::Kept(x_in, acts)) => (x_in, Some(acts)),
+                Some(Saved::Input(x_in)) => {
+                    let mut xr = x_in.clone();
+                    let acts = block_forward(model, l, &mut xr, &rows, &ads, true);
+                    (x_in, acts)
+                }
+                None => break,
+            };
             if let Some(acts) = acts {
                 block_backward(
                     model,

@@ -6,6 +6,7 @@
 pub mod argmax;
 pub mod attention;
 pub mod embedding;
+pub mod exp;
 pub mod matmul;
 pub mod rmsnorm;
 pub mod rope;

@@ -1,13 +1,12 @@
 //! Softmax and log-softmax over a row, both shifted by the row maximum so no `exp` overflows.
 
+use super::exp::{exp, exp_shifted_inplace};
+
 /// In-place softmax of `x`. The sum is taken in f64: attention rows can be thousands long.
 pub fn softmax_inplace(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += f64::from(*v);
-    }
+    exp_shifted_inplace(x, max);
+    let sum: f64 = x.iter().map(|&v| f64::from(v)).sum();
     let inv = (1.0 / sum) as f32;
     for v in x.iter_mut() {
         *v *= inv;
@@ -20,7 +19,7 @@ pub fn logsumexp(x: &[f32]) -> f32 {
     if !max.is_finite() {
         return max;
     }
-    let sum: f64 = x.iter().map(|&v| f64::from(v - max).exp()).sum();
+    let sum: f64 = x.iter().map(|&v| f64::from(exp(v - max))).sum();
     (f64::from(max) + sum.ln()) as f32
 }
 

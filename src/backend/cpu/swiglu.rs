@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use super::exp::exp;
+
 /// `gate_up` is `[M, 2I]` with each row `[gate (I) | up (I)]` (the fused gate/up projection);
 /// writes `act` `[M, I]`. Legend: M = rows, I = intermediate size.
 pub fn swiglu(gate_up: &[f32], act: &mut [f32], i: usize) {
@@ -25,16 +27,11 @@ pub fn swiglu(gate_up: &[f32], act: &mut [f32], i: usize) {
     }
 }
 
-/// `x * sigmoid(x)`, written so that neither branch overflows: exp of a large positive
-/// argument is never formed.
+/// `x * sigmoid(x)` as `x / (1 + e^-x)`, branch-free so the row loop vectorises: for very
+/// negative x, `e^-x` overflows to inf and the quotient is the correct (signed) zero.
 #[inline]
 pub fn silu(x: f32) -> f32 {
-    if x >= 0.0 {
-        x / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        x * e / (1.0 + e)
-    }
+    x / (1.0 + exp(-x))
 }
 
 #[cfg(test)]

@@ -3,10 +3,16 @@
 //!
 //! Legend: V = vocabulary.
 
+use crate::backend::cpu::exp::exp;
+
 /// `log softmax(logits)` into `logp` (`[V]`), the normaliser summed in f64.
 pub fn log_softmax(logits: &[f32], logp: &mut [f32]) {
     let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let z: f64 = logits.iter().map(|&l| f64::from(l - m).exp()).sum();
+    // The exponentials go through `logp` first so that loop vectorises.
+    for (o, &l) in logp.iter_mut().zip(logits) {
+        *o = exp(l - m);
+    }
+    let z: f64 = logp.iter().map(|&e| f64::from(e)).sum();
     let lz = m + z.ln() as f32;
     for (o, &l) in logp.iter_mut().zip(logits) {
         *o = l - lz;
@@ -18,7 +24,7 @@ pub fn log_softmax(logits: &[f32], logp: &mut [f32]) {
 pub fn cross_entropy_row(logp: &[f32], targets: &[(u32, f32)], dlogits: &mut [f32]) -> f64 {
     let wsum: f32 = targets.iter().map(|&(_, w)| w).sum();
     for (g, &lp) in dlogits.iter_mut().zip(logp) {
-        *g += wsum * lp.exp();
+        *g += wsum * exp(lp);
     }
     let mut loss = 0.0f64;
     for &(t, w) in targets {
