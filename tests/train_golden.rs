@@ -164,6 +164,31 @@ fn masked_cross_entropy_gradients_of_every_tensor_match_pytorch() {
     check_grads("ce", &tr, &g, &case["grads"], str::to_string);
 }
 
+/// Keeping every trained layer's activations, keeping some, and recomputing all of them from
+/// their inputs are the same arithmetic: the loss and every gradient agree bit for bit.
+#[test]
+fn the_activation_budget_changes_memory_never_the_gradients() {
+    let g = Golden::load();
+    let case = g.case("ce");
+    let obj = Objective::single(LossTerm::CrossEntropy(targets(&case["targets"])));
+    let run = |budget: usize| {
+        let mut model = load("hf");
+        let set = all_tensors(&model);
+        let mut tr = Trainer::new(&mut model, set)
+            .unwrap()
+            .with_activation_budget(budget);
+        let loss = tr.forward_backward(&g.batch(), &obj).unwrap();
+        (loss, tr.grads().clone())
+    };
+    let kept = run(usize::MAX);
+    // 0 recomputes every trained layer; a small budget keeps only the upper ones that fit.
+    for budget in [0, 1 << 12] {
+        let other = run(budget);
+        assert_eq!(kept.0.to_bits(), other.0.to_bits(), "loss, budget {budget}");
+        assert!(kept.1 == other.1, "gradients differ at budget {budget}");
+    }
+}
+
 #[test]
 fn gradient_ascent_with_tied_head_biases_and_llama3_rope_matches_pytorch() {
     let g = Golden::load();

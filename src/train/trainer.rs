@@ -33,7 +33,7 @@ enum Saved {
     /// The input only: the layer is recomputed during the backward.
     Input(Vec<f32>),
     /// The input and every activation the backward reads.
-    Kept(Vec<f32>, super::block::Acts),
+    Kept(Vec<f32>, Box<super::block::Acts>),
 }
 
 /// Trains a set of tensors of a model. Gradients accumulate over `forward_backward` calls
@@ -245,7 +245,7 @@ impl<'m> Trainer<'m> {
                 let x_in = x.clone();
                 let acts = block_forward(model, l, &mut x, &rows, &adapters(l), true);
                 if let Some(acts) = acts {
-                    saved.push(Saved::Kept(x_in, acts));
+                    saved.push(Saved::Kept(x_in, Box::new(acts)));
                 }
             } else {
                 if l >= lowest {
@@ -290,7 +290,7 @@ impl<'m> Trainer<'m> {
             }
             let ads = adapters(l);
             let (x_in, acts) = match saved.pop() {
-                Some(Saved::Kept(x_in, acts)) => (x_in, Some(acts)),
+                Some(Saved::Kept(x_in, acts)) => (x_in, Some(*acts)),
                 Some(Saved::Input(x_in)) => {
                     let mut xr = x_in.clone();
                     let acts = block_forward(model, l, &mut xr, &rows, &ads, true);
