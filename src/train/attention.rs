@@ -172,12 +172,12 @@ impl Operands<'_> {
             dk: vec![0.0; kmax * d],
             dv: vec![0.0; kmax * d],
         };
+        let (k_g, v_g) = (&self.k[lo * kw + g * d..], &self.v[lo * kw + g * d..]);
         let (mut p, mut ds) = (Vec::new(), Vec::new());
         for i0 in (0..n).step_by(TILE_ROWS) {
             let t = TILE_ROWS.min(n - i0);
             let tile = &rows[i0..i0 + t];
             let width = tile.iter().map(|s| s.len).max().unwrap_or(0);
-            let (k_g, v_g) = (&self.k[lo * kw + g * d..], &self.v[lo * kw + g * d..]);
             for hh in 0..group {
                 let h = g * group + hh;
                 // This head's probabilities of the tile as a dense [t, width] block.

@@ -51,14 +51,15 @@ pub(crate) struct Acts {
 }
 
 /// Floats one layer keeps for its backward (`Acts` and the layer's input) on these rows,
-/// adapters' small products aside.
+/// adapters' small products aside: per row the input, `xn1`, `x_mid`, `xn2` (C each), `q`,
+/// `att` (H*D), `k`, `v` (G*D), `gu`, `act` (3I), `r1`, `r2`; plus the probabilities.
 pub(crate) fn acts_len(cfg: &crate::model::LlamaConfig, spans: &[KeySpan]) -> usize {
     let m = spans.len();
     let (c, i) = (cfg.hidden_size, cfg.intermediate_size);
     let qd = cfg.num_attention_heads * cfg.head_dim;
     let kvd = cfg.num_key_value_heads * cfg.head_dim;
     let probs: usize = spans.iter().map(|s| s.len * cfg.num_attention_heads).sum();
-    m * (5 * c + 2 * qd + 2 * kvd + 3 * i + 2) + probs
+    m * (4 * c + 2 * qd + 2 * kvd + 3 * i + 2) + probs
 }
 
 fn dims(model: &Llama) -> AttnDims {
