@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compression quality on SmolLM2 (issue 5): each method on 32 C4 windows of 2048 tokens, then
-# WikiText-2 perplexity over the first $PPL_WINDOWS non-overlapping 2048-token windows.
+# WikiText-2 perplexity over the first $PPL_WINDOWS non-overlapping 2048-token windows, and
+# zero-shot MMLU accuracy on the first $MMLU_PER_SUBJECT questions of each provided subject.
 # Usage: bench/compress.sh [ROWS...]   (rows: base rtn-4-64 gptq-4-64 awq-4-64 rtn-4-128 ...)
 # Writes one JSON line per row to bench/out/compress.jsonl; bench/RESULTS.md holds the table.
 set -euo pipefail
@@ -10,6 +11,8 @@ MODEL=${MODEL:-models/smollm2}
 C4=${C4:-../shared/data/calibration/c4/c4_en_validation_2k.jsonl}
 WT=${WT:-../shared/data/wikitext2}
 PPL_WINDOWS=${PPL_WINDOWS:-40}
+MMLU=${MMLU:-../shared/data/mmlu/test}
+MMLU_PER_SUBJECT=${MMLU_PER_SUBJECT:-2}
 OUT=${BENCH_OUT:-bench/out}
 mkdir -p "$OUT"
 cargo build --release --quiet --bin intervene --example ppl
@@ -43,7 +46,9 @@ for row in "${ROWS[@]}"; do
     secs=$(echo "$(date +%s.%N) - $t0" | bc)
   fi
   ppl=$("$PPL" "$dir" "$WT/wiki.test.raw" "$WT/wiki.test.tokens" "$PPL_WINDOWS" 2048)
+  mmlu=$("$BIN" -q eval "$dir" --task mc --data "$MMLU" --limit-per-subject "$MMLU_PER_SUBJECT" \
+    --no-record --json | python3 -c "import json,sys;r=json.load(sys.stdin);print(json.dumps({'acc':r['acc'],'count':r['count']}))")
   sp=$(python3 -c "import json,sys;r=json.load(open('$dir/provenance.json'))['chain'][-1].get('report',{});print(r.get('sparsity_overall',0))")
-  echo "{\"row\":\"$row\",\"compress_seconds\":$secs,\"sparsity\":$sp,\"eval\":$ppl}" | tee -a "$OUT/compress.jsonl"
+  echo "{\"row\":\"$row\",\"compress_seconds\":$secs,\"sparsity\":$sp,\"eval\":$ppl,\"mmlu\":$mmlu}" | tee -a "$OUT/compress.jsonl"
   [ "$method" = base ] || rm -rf "$dir"
 done

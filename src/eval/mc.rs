@@ -195,11 +195,7 @@ pub fn prepare(
 /// `_encode_pair` splits them (the continuation is what follows the context's tokens in the
 /// encoding of the whole). Its subject is the question's own, else the file's stem.
 fn prepare_cloze(tok: &Tokenizer, q: &McQuestion, path: &Path) -> Result<Prepared> {
-    let subject = q.subject.clone().unwrap_or_else(|| {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
+    let subject = cloze_subject(q, path);
     let context_text = q.question.trim();
     let context = tok.encode(context_text, false)?;
     let continuations = q
@@ -226,16 +222,43 @@ fn prepare_cloze(tok: &Tokenizer, q: &McQuestion, path: &Path) -> Result<Prepare
     })
 }
 
-/// Keeps at most `n` questions per subject, in order.
-pub fn cap_per_subject(qs: Vec<Prepared>, n: usize) -> Vec<Prepared> {
+/// Keeps at most `n` questions per subject (as `subject` names it), in order.
+pub fn cap_per_subject<Q>(
+    qs: Vec<Q>,
+    n: usize,
+    subject: impl Fn(&Q) -> Result<String>,
+) -> Result<Vec<Q>> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    qs.into_iter()
-        .filter(|q| {
-            let c = seen.entry(q.subject.clone()).or_default();
-            *c += 1;
-            *c <= n
-        })
-        .collect()
+    let mut kept = Vec::new();
+    for q in qs {
+        let c = seen.entry(subject(&q)?).or_default();
+        *c += 1;
+        if *c <= n {
+            kept.push(q);
+        }
+    }
+    Ok(kept)
+}
+
+/// The subject a question counts under, as `prepare` assigns it.
+fn subject_key(
+    q: &McQuestion,
+    path: &Path,
+    topic: Option<&str>,
+    format: McFormat,
+) -> Result<String> {
+    match format {
+        McFormat::Lettered => Ok(subject_of(q, path, topic)?.0),
+        McFormat::Cloze => Ok(cloze_subject(q, path)),
+    }
+}
+
+fn cloze_subject(q: &McQuestion, path: &Path) -> String {
+    q.subject.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
 }
 
 /// The log-likelihood of each choice of each question, in batches of `batch_size` questions.
@@ -356,13 +379,18 @@ pub fn evaluate_on(
     quiet: bool,
 ) -> Result<Outcome> {
     let range = select(qs.len(), s.offset, s.limit, "questions")?;
-    let mut prepared = prepare(tok, &qs[range], path, s.topic.as_deref(), s.format)?;
+    let mut chosen = qs[range].to_vec();
     if let Some(n) = s.limit_per_subject {
         if n == 0 {
             return Err(Error::usage("--limit-per-subject", "must be at least 1"));
         }
-        prepared = cap_per_subject(prepared, n);
+        // Capped before tokenising: a quick pass over a few questions per subject should not
+        // pay for encoding the whole benchmark.
+        chosen = cap_per_subject(chosen, n, |q| {
+            subject_key(q, path, s.topic.as_deref(), s.format)
+        })?;
     }
+    let prepared = prepare(tok, &chosen, path, s.topic.as_deref(), s.format)?;
     let single = prepared
         .iter()
         .all(|q| q.continuations.iter().all(|c| c.len() == 1));

@@ -6,12 +6,25 @@
 use rayon::prelude::*;
 
 use crate::backend::cpu::exp::exp;
+use crate::backend::cpu::simd::wide_fn;
 
 /// `sigmoid(x)` as `1 / (1 + e^-x)`, branch-free so the row loop vectorises; an `e^-x`
 /// that overflows gives the correct 0.
-#[inline]
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
+}
+
+wide_fn! {
+    fn backward_row(da: &[f32], g: &[f32], u: &[f32], dg: &mut [f32], du: &mut [f32]) {
+        // Zipped iterators rather than indices, so no bounds check stops the vectoriser.
+        let rows = dg.iter_mut().zip(du.iter_mut()).zip(da.iter().zip(g).zip(u));
+        for ((dgp, dup), ((&dap, &gp), &up)) in rows {
+            let s = sigmoid(gp);
+            *dup = dap * gp * s;
+            *dgp = dap * up * s * (1.0 + gp * (1.0 - s));
+        }
+    }
 }
 
 /// Writes `d_gate_up[M, 2I]` from `d_act[M, I]`: `d_up = d_act * silu(g)`,
@@ -30,11 +43,7 @@ pub fn swiglu_backward(d_act: &[f32], gate_up: &[f32], d_gate_up: &mut [f32], i:
         .for_each(|(dgu, (gu, da))| {
             let (g, u) = gu.split_at(i);
             let (dg, du) = dgu.split_at_mut(i);
-            for p in 0..i {
-                let s = sigmoid(g[p]);
-                du[p] = da[p] * g[p] * s;
-                dg[p] = da[p] * u[p] * s * (1.0 + g[p] * (1.0 - s));
-            }
+            backward_row(da, g, u, dg, du);
         });
 }
 

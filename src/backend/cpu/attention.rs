@@ -143,8 +143,14 @@ fn single_row(
 }
 
 /// Query rows per tile of the blocked path: large enough that the two products per head
-/// are real matrix products, small enough that a causal tile wastes little on masked keys.
+/// are real matrix products (each packs the tile's keys and values once), small enough that
+/// a causal tile wastes little on masked keys: half a tile per row, against spans of
+/// `LONG_SPAN` or more the larger tile's waste is under 3%. Measured on SmolLM2 (2 cores):
+/// a 2048-token window 7.6 s at 32 rows, 6.9 s at 64, 8.5 s at 128 (the scores of a tile
+/// then outgrow L2); 300-token MMLU prompts are faster at 32.
 const TILE_ROWS: usize = 32;
+const TILE_ROWS_LONG: usize = 64;
+const LONG_SPAN: usize = 1024;
 
 /// Prefill: consecutive query rows whose spans start at the same key row (one sequence of a
 /// packed batch) form tiles of up to `TILE_ROWS`; per tile and head the scores are one
@@ -171,10 +177,16 @@ fn tiled(
     let scale = 1.0 / (d as f32).sqrt();
 
     // Tile boundaries: a new tile where the span start changes or the tile is full.
+    let longest = spans.iter().map(|s| s.len).max().unwrap_or(0);
+    let tile_rows = if longest >= LONG_SPAN {
+        TILE_ROWS_LONG
+    } else {
+        TILE_ROWS
+    };
     let mut bounds = vec![0usize];
     for r in 1..spans.len() {
         let first = bounds[bounds.len() - 1];
-        if spans[r].start != spans[first].start || r - first == TILE_ROWS {
+        if spans[r].start != spans[first].start || r - first == tile_rows {
             bounds.push(r);
         }
     }

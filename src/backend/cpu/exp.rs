@@ -26,7 +26,8 @@ const ROUND: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let xc = x.clamp(LN_MIN, LN_MAX);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.987_569_2e-4_f32;
     let p = p * r + 1.398_199_9e-3;
@@ -35,8 +36,10 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let er = p * (r * r) + r + 1.0;
-    // n lies in [-150, 128] (NaN converts to 0), so both halves are normal powers of two.
-    let ni = n as i32;
+    // n lies in [-150, 128], so both halves are normal powers of two. The integer is read
+    // from t's low mantissa bits (t = 1.5 * 2^23 + n exactly) rather than by `n as i32`,
+    // whose saturating conversion does not vectorise. For NaN, `er` is NaN and so is y.
+    let ni = (t.to_bits() as i32).wrapping_sub(0x4B40_0000);
     let (n1, n2) = (ni >> 1, ni - (ni >> 1));
     let s1 = f32::from_bits(((n1 + 127) as u32) << 23);
     let s2 = f32::from_bits(((n2 + 127) as u32) << 23);
@@ -46,14 +49,6 @@ pub fn exp(x: f32) -> f32 {
         0.0
     } else {
         y
-    }
-}
-
-/// `x[i] = e^(x[i] - shift)` for every element.
-#[inline]
-pub fn exp_shifted_inplace(x: &mut [f32], shift: f32) {
-    for v in x.iter_mut() {
-        *v = exp(*v - shift);
     }
 }
 
@@ -107,10 +102,10 @@ mod tests {
     }
 
     #[test]
-    fn the_slice_form_equals_the_scalar_form() {
+    fn the_vectorised_slice_form_equals_the_scalar_form() {
         let mut v: Vec<f32> = (0..1000).map(|i| (i as f32) * 0.37 - 200.0).collect();
         let want: Vec<f32> = v.iter().map(|&a| exp(a - 1.5)).collect();
-        exp_shifted_inplace(&mut v, 1.5);
+        crate::backend::cpu::reduce::map_sum(&mut v, |a| exp(a - 1.5));
         assert_eq!(v, want);
     }
 }

@@ -1,26 +1,42 @@
 //! Softmax and log-softmax over a row, both shifted by the row maximum so no `exp` overflows.
 
-use super::exp::{exp, exp_shifted_inplace};
+use super::exp::exp;
+use super::reduce;
+use super::simd::wide_fn;
 
-/// In-place softmax of `x`. The sum is taken in f64: attention rows can be thousands long.
-pub fn softmax_inplace(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    exp_shifted_inplace(x, max);
-    let sum: f64 = x.iter().map(|&v| f64::from(v)).sum();
-    let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
-        *v *= inv;
+wide_fn! {
+    /// In-place softmax of `x`. The sum is closed in f64: attention rows can be thousands long.
+    pub fn softmax_inplace(x: &mut [f32]) {
+        let max = reduce::max(x);
+        let sum = reduce::map_sum(x, |v| exp(v - max));
+        let inv = (1.0 / sum) as f32;
+        for v in x.iter_mut() {
+            *v *= inv;
+        }
     }
 }
 
 /// `log(sum(exp(x)))`, stably: `max + log(sum(exp(x - max)))`, the sum in f64.
 pub fn logsumexp(x: &[f32]) -> f32 {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    logsumexp_wide(x)
+}
+
+wide_fn! {
+fn logsumexp_wide(x: &[f32]) -> f32 {
+    let max = reduce::max(x);
     if !max.is_finite() {
         return max;
     }
-    let sum: f64 = x.iter().map(|&v| f64::from(exp(v - max))).sum();
+    // Sixteen-wide blocks of exponentials on the stack keep the loop vectorised.
+    let mut sum = 0.0f64;
+    let mut buf = [0.0f32; 512];
+    for chunk in x.chunks(buf.len()) {
+        let b = &mut buf[..chunk.len()];
+        b.copy_from_slice(chunk);
+        sum += reduce::map_sum(b, |v| exp(v - max));
+    }
     (f64::from(max) + sum.ln()) as f32
+}
 }
 
 /// The negative log-likelihood of `target` under `softmax(logits)`: `logsumexp - logit`.

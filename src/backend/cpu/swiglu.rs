@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use super::exp::exp;
+use super::simd::wide_fn;
 
 /// `gate_up` is `[M, 2I]` with each row `[gate (I) | up (I)]` (the fused gate/up projection);
 /// writes `act` `[M, I]`. Legend: M = rows, I = intermediate size.
@@ -13,9 +14,7 @@ pub fn swiglu(gate_up: &[f32], act: &mut [f32], i: usize) {
     );
     let row = |(gu, a): (&[f32], &mut [f32])| {
         let (g, u) = gu.split_at(i);
-        for ((o, &gv), &uv) in a.iter_mut().zip(g).zip(u) {
-            *o = silu(gv) * uv;
-        }
+        swiglu_row(g, u, a);
     };
     if act.len() / i >= 16 {
         gate_up
@@ -27,9 +26,17 @@ pub fn swiglu(gate_up: &[f32], act: &mut [f32], i: usize) {
     }
 }
 
+wide_fn! {
+    fn swiglu_row(g: &[f32], u: &[f32], a: &mut [f32]) {
+        for ((o, &gv), &uv) in a.iter_mut().zip(g).zip(u) {
+            *o = silu(gv) * uv;
+        }
+    }
+}
+
 /// `x * sigmoid(x)` as `x / (1 + e^-x)`, branch-free so the row loop vectorises: for very
 /// negative x, `e^-x` overflows to inf and the quotient is the correct (signed) zero.
-#[inline]
+#[inline(always)]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + exp(-x))
 }

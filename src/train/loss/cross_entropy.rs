@@ -4,34 +4,47 @@
 //! Legend: V = vocabulary.
 
 use crate::backend::cpu::exp::exp;
+use crate::backend::cpu::reduce;
+use crate::backend::cpu::simd::wide_fn;
 
 /// `log softmax(logits)` into `logp` (`[V]`), the normaliser summed in f64.
 pub fn log_softmax(logits: &[f32], logp: &mut [f32]) {
-    let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    log_softmax_wide(logits, logp)
+}
+
+wide_fn! {
+fn log_softmax_wide(logits: &[f32], logp: &mut [f32]) {
+    let m = reduce::max(logits);
     // The exponentials go through `logp` first so that loop vectorises.
-    for (o, &l) in logp.iter_mut().zip(logits) {
-        *o = exp(l - m);
-    }
-    let z: f64 = logp.iter().map(|&e| f64::from(e)).sum();
+    logp.copy_from_slice(logits);
+    let z = reduce::map_sum(logp, |l| exp(l - m));
     let lz = m + z.ln() as f32;
     for (o, &l) in logp.iter_mut().zip(logits) {
         *o = l - lz;
     }
+}
 }
 
 /// `sum_t w_t * -log p(token_t)` over `targets` (`(token, weight)`, tokens < V), adding its
 /// gradient `sum_t w_t * (p - onehot(token_t))` to `dlogits`. `logp` is the row's log-softmax.
 pub fn cross_entropy_row(logp: &[f32], targets: &[(u32, f32)], dlogits: &mut [f32]) -> f64 {
     let wsum: f32 = targets.iter().map(|&(_, w)| w).sum();
-    for (g, &lp) in dlogits.iter_mut().zip(logp) {
-        *g += wsum * exp(lp);
-    }
+    add_scaled_exp(dlogits, logp, wsum);
     let mut loss = 0.0f64;
     for &(t, w) in targets {
         loss -= f64::from(w) * f64::from(logp[t as usize]);
         dlogits[t as usize] -= w;
     }
     loss
+}
+
+wide_fn! {
+    /// `g += w * exp(lp)`: the softmax part of the gradient, from the log-probabilities.
+    fn add_scaled_exp(dlogits: &mut [f32], logp: &[f32], w: f32) {
+        for (g, &lp) in dlogits.iter_mut().zip(logp) {
+            *g += w * exp(lp);
+        }
+    }
 }
 
 #[cfg(test)]
