@@ -76,7 +76,7 @@ for row in $ROWS; do
   ours=$OUT/$row-ours theirs=$OUT/$row-llmc
   rm -rf "$ours" "$theirs" "$theirs-imported"
   timed "$BIN" -q "$method" "$MODEL" -o "$ours" --calib "$C4" --calib-samples "$N_CALIB" \
-    --seqlen "$SEQLEN" --seed 0 --threads "$THREADS" "${args[@]}"
+    --seqlen "$SEQLEN" --seed 0 --threads "$THREADS" "${args[@]}" >/dev/null
   o_s=$SECS o_mib=$PEAK_MIB
   python3 - "$ours/provenance.json" "$WIN" <<'EOF'
 import json, sys

@@ -7,7 +7,7 @@ usage: llmc_run.py METHOD MODEL_DIR WINDOWS_JSON OUT_DIR
   METHOD: gptq-4-64 | sparsegpt-50 | wanda-50 | awq-4-64
   WINDOWS_JSON: output of `examples/calib_windows` (the token ids our run used).
 Env: THREADS (torch threads), SYM=1 for a symmetric GPTQ grid (default asymmetric, as ours).
-Saves OUT_DIR as a dense (save_compressed=False) Hugging Face directory with safetensors.
+Saves OUT_DIR as a dense Hugging Face directory (the original tensor names, F32 safetensors).
 """
 
 import json
@@ -87,8 +87,24 @@ def main():
         num_calibration_samples=len(windows),
         shuffle_calibration_samples=False,
     )
-    model.save_pretrained(out_dir, save_compressed=False)
-    tok.save_pretrained(out_dir)
+    # Dense weights only: llmcompressor's saved directory also holds weight_scale /
+    # weight_zero_point (I8) tensors our importer refuses; with save_compressed=False the weights
+    # themselves are already the quantised-dequantised values, so keep exactly the original
+    # checkpoint's tensor names and copy its config/tokenizer files.
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(os.path.join(model_dir, "model.safetensors"), "pt") as f:
+        names = set(f.keys())
+    sd = model.state_dict()
+    dense = {k: sd[k].detach().float().contiguous() for k in names}
+    os.makedirs(out_dir, exist_ok=True)
+    save_file(dense, os.path.join(out_dir, "model.safetensors"))
+    for f in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        if os.path.exists(os.path.join(model_dir, f)):
+            shutil.copy(os.path.join(model_dir, f), out_dir)
 
 
 if __name__ == "__main__":
