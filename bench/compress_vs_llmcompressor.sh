@@ -4,7 +4,7 @@
 # CalibBatch::prepare; its tokens_blake3 is checked against our run's provenance), then
 # WikiText-2 perplexity of both outputs with our evaluator (`intervene eval --task ppl`).
 #
-# llmcompressor goes into a venv OUTSIDE the repo ($VENV, default /work/llmc-venv), made with
+# llmcompressor goes into a venv OUTSIDE the repo ($VENV, default ~/.cache/intervene-bench/llmc-venv), made with
 # --system-site-packages from /opt/pyref's interpreter plus a .pth pointing at /opt/pyref's
 # site-packages so its CPU torch 2.15 is reused. llmcompressor pins torch<=2.14 (which would pull
 # ~4 GB of CUDA wheels), so its packages are installed --no-deps at the versions below.
@@ -25,7 +25,7 @@ SEQLEN=${SEQLEN:-2048}
 PPL_WINDOWS=${PPL_WINDOWS:-40}
 THREADS=${THREADS:-$(nproc)}
 SYM=${SYM:-0}
-VENV=${VENV:-/work/llmc-venv}
+VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/intervene-bench/llmc-venv}
 PYREF=${PYREF:-/opt/pyref}
 OUT=${BENCH_OUT:-bench/out}/llmc
 mkdir -p "$OUT"
