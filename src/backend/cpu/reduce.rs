@@ -27,10 +27,11 @@ pub fn max(x: &[f32]) -> f32 {
     chunks.remainder().iter().copied().fold(m, f32::max)
 }
 
-/// `sum(x)` with f32 lane sums closed into f64 every `BLOCK` elements.
+/// `sum(f(x[i]))` with f32 lane sums closed into f64 every `BLOCK` elements; `x` is only read.
 #[inline(always)]
-pub fn sum(x: &[f32]) -> f64 {
-    x.chunks(BLOCK).map(block_sum).sum()
+pub fn sum_map(x: &[f32], f: impl Fn(f32) -> f32 + Copy) -> f64 {
+    x.chunks(BLOCK)
+        .fold(0.0, |total, b| total + block_sum(b, f))
 }
 
 /// `x[i] = f(x[i])` for every element, returning the new elements' `sum`, in one pass.
@@ -41,21 +42,21 @@ pub fn map_sum(x: &mut [f32], f: impl Fn(f32) -> f32 + Copy) -> f64 {
         for v in block.iter_mut() {
             *v = f(*v);
         }
-        total += block_sum(block);
+        total += block_sum(block, |v| v);
     }
     total
 }
 
 #[inline(always)]
-fn block_sum(block: &[f32]) -> f64 {
+fn block_sum(block: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut acc = [0.0f32; LANES];
     let mut chunks = block.chunks_exact(LANES);
     for c in &mut chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
-            *a += v;
+            *a += f(v);
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(v)).sum();
+    let tail: f64 = chunks.remainder().iter().map(|&v| f64::from(f(v))).sum();
     acc.iter().map(|&a| f64::from(a)).sum::<f64>() + tail
 }
 
@@ -82,13 +83,14 @@ mod tests {
             // Positive terms, as softmax sums are: no cancellation to hide behind.
             let x: Vec<f32> = rng.vec(len, 1.0).iter().map(|v| v.abs() + 1e-3).collect();
             let exact: f64 = x.iter().map(|&v| f64::from(v)).sum();
-            let got = sum(&x);
+            let got = sum_map(&x, |v| v);
             // Each lane adds 32 f32 terms: relative error below 32 * 2^-24, plus f64 closing.
             let bound = exact * 32.0 * f64::from(f32::EPSILON) / 2.0 + 1e-12;
             assert!((got - exact).abs() <= bound, "len {len}: {got} vs {exact}");
             let mut y = x.clone();
             let mapped = map_sum(&mut y, |v| 2.0 * v);
-            assert_eq!(mapped, sum(&y), "len {len}");
+            assert_eq!(mapped, sum_map(&y, |v| v), "len {len}");
+            assert_eq!(mapped, sum_map(&x, |v| 2.0 * v), "len {len}");
             assert!(y.iter().zip(&x).all(|(a, b)| *a == 2.0 * b));
         }
     }

@@ -16,27 +16,16 @@ wide_fn! {
     }
 }
 
-/// `log(sum(exp(x)))`, stably: `max + log(sum(exp(x - max)))`, the sum in f64.
-pub fn logsumexp(x: &[f32]) -> f32 {
-    logsumexp_wide(x)
-}
-
 wide_fn! {
-fn logsumexp_wide(x: &[f32]) -> f32 {
-    let max = reduce::max(x);
-    if !max.is_finite() {
-        return max;
+    /// `log(sum(exp(x)))`, stably: `max + log(sum(exp(x - max)))`, the sum closed in f64.
+    pub fn logsumexp(x: &[f32]) -> f32 {
+        let max = reduce::max(x);
+        if !max.is_finite() {
+            return max;
+        }
+        let sum = reduce::sum_map(x, |v| exp(v - max));
+        (f64::from(max) + sum.ln()) as f32
     }
-    // Sixteen-wide blocks of exponentials on the stack keep the loop vectorised.
-    let mut sum = 0.0f64;
-    let mut buf = [0.0f32; 512];
-    for chunk in x.chunks(buf.len()) {
-        let b = &mut buf[..chunk.len()];
-        b.copy_from_slice(chunk);
-        sum += reduce::map_sum(b, |v| exp(v - max));
-    }
-    (f64::from(max) + sum.ln()) as f32
-}
 }
 
 /// The negative log-likelihood of `target` under `softmax(logits)`: `logsumexp - logit`.

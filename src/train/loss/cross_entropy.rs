@@ -7,22 +7,16 @@ use crate::backend::cpu::exp::exp;
 use crate::backend::cpu::reduce;
 use crate::backend::cpu::simd::wide_fn;
 
-/// `log softmax(logits)` into `logp` (`[V]`), the normaliser summed in f64.
-pub fn log_softmax(logits: &[f32], logp: &mut [f32]) {
-    log_softmax_wide(logits, logp)
-}
-
 wide_fn! {
-fn log_softmax_wide(logits: &[f32], logp: &mut [f32]) {
-    let m = reduce::max(logits);
-    // The exponentials go through `logp` first so that loop vectorises.
-    logp.copy_from_slice(logits);
-    let z = reduce::map_sum(logp, |l| exp(l - m));
-    let lz = m + z.ln() as f32;
-    for (o, &l) in logp.iter_mut().zip(logits) {
-        *o = l - lz;
+    /// `log softmax(logits)` into `logp` (`[V]`), the normaliser closed in f64.
+    pub fn log_softmax(logits: &[f32], logp: &mut [f32]) {
+        let m = reduce::max(logits);
+        let z = reduce::sum_map(logits, |l| exp(l - m));
+        let lz = m + z.ln() as f32;
+        for (o, &l) in logp.iter_mut().zip(logits) {
+            *o = l - lz;
+        }
     }
-}
 }
 
 /// `sum_t w_t * -log p(token_t)` over `targets` (`(token, weight)`, tokens < V), adding its
