@@ -2,7 +2,8 @@
 # Compression quality on SmolLM2 (issue 5): each method on 32 C4 windows of 2048 tokens, then
 # WikiText-2 perplexity over the first $PPL_WINDOWS non-overlapping 2048-token windows, and
 # zero-shot MMLU accuracy on the first $MMLU_PER_SUBJECT questions of each provided subject.
-# Usage: bench/compress.sh [ROWS...]   (rows: base rtn-4-64 gptq-4-64 awq-4-64 rtn-4-128 ...)
+# Usage: bench/compress.sh [ROWS...]   (rows: base rtn-4-64 gptq-4-64 gptqs-4-64 awq-4-64 ...;
+#        gptqs = gptq --static-groups)
 # Writes one JSON line per row to bench/out/compress.jsonl; bench/RESULTS.md holds the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,7 @@ for row in "${ROWS[@]}"; do
     base) args=() ;;
     rtn) args=(rtn --bits "$a" --group-size "$b") ;;
     gptq) args=(gptq --bits "$a" --group-size "$b" "${CAL[@]}") ;;
+    gptqs) args=(gptq --bits "$a" --group-size "$b" --static-groups "${CAL[@]}") ;;
     awq) args=(awq --bits "$a" --group-size "$b" "${CAL[@]}") ;;
     magnitude|wanda|sparsegpt)
       if [[ $a == *:* ]]; then s=(--pattern "$a"); else s=(--sparsity "0.$a"); fi

@@ -9,9 +9,11 @@
 # site-packages so its CPU torch 2.15 is reused. llmcompressor pins torch<=2.14 (which would pull
 # ~4 GB of CUDA wheels), so its packages are installed --no-deps at the versions below.
 #
-# Usage: ROWS="gptq-4-64 sparsegpt-50 wanda-50 awq-4-64" N_CALIB=32 SEQLEN=2048 PPL_WINDOWS=40 \
+# Usage: ROWS="rtn-4-64 gptq-4-64 sparsegpt-50 wanda-50 awq-4-64" N_CALIB=32 SEQLEN=2048 PPL_WINDOWS=40 \
 #        THREADS=$(nproc) SYM=0 bench/compress_vs_llmcompressor.sh
-# SYM=1: symmetric GPTQ grid on both sides (ours --sym); default asymmetric on both (our default).
+# A failing row stops the script with its exit status (every step runs under set -e; the
+# command substitutions are separate assignments so their status is not lost).
+# SYM=1: symmetric RTN/GPTQ grid on both sides (ours --sym); default asymmetric on both (our default).
 # Prints one row per method; appends JSON lines to $OUT/compress_vs_llmc.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +21,16 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 MODEL=${MODEL:-models/smollm2}
 C4=${C4:-../shared/data/calibration/c4/c4_en_validation_2k.jsonl}
 WT=${WT:-../shared/data/wikitext2}
-ROWS=${ROWS:-gptq-4-64 sparsegpt-50 wanda-50 awq-4-64}
+ROWS=${ROWS:-rtn-4-64 gptq-4-64 sparsegpt-50 wanda-50 awq-4-64}
 N_CALIB=${N_CALIB:-32}
 SEQLEN=${SEQLEN:-2048}
 PPL_WINDOWS=${PPL_WINDOWS:-40}
 THREADS=${THREADS:-$(nproc)}
 SYM=${SYM:-0}
+# llmcompressor fits GPTQ's group grids on the original weights before the solve; ours does so
+# with --static-groups (STATIC_GROUPS=1, the like-for-like default) and otherwise refits each
+# group as the reference IST-DASLab code does (STATIC_GROUPS=0).
+STATIC_GROUPS=${STATIC_GROUPS:-1}
 VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/intervene-bench/llmc-venv}
 PYREF=${PYREF:-/opt/pyref}
 OUT=${BENCH_OUT:-bench/out}/llmc
@@ -65,9 +71,13 @@ printf '%-14s %9s %9s %6s %9s %9s %9s %9s %9s\n' row ours_s theirs_s ratio ours_
   ours_MiB theirs_MiB model_MiB
 for row in $ROWS; do
   IFS=- read -r method a b <<<"$row"
+  calib=(--calib "$C4" --calib-samples "$N_CALIB" --seqlen "$SEQLEN" --seed 0)
   case $method in
-    gptq) args=(--bits "$a" --group-size "$b" --block-size 128 --damp 0.01)
+    rtn) args=(--bits "$a" --group-size "$b"); calib=()
       [ "$SYM" = 1 ] && args+=(--sym) ;;
+    gptq) args=(--bits "$a" --group-size "$b" --block-size 128 --damp 0.01)
+      [ "$SYM" = 1 ] && args+=(--sym)
+      [ "$STATIC_GROUPS" = 1 ] && args+=(--static-groups) ;;
     awq) args=(--bits "$a" --group-size "$b") ;;
     sparsegpt) args=(--sparsity "0.$a" --block-size 128 --damp 0.01) ;;
     wanda) args=(--sparsity "0.$a") ;;
@@ -75,10 +85,10 @@ for row in $ROWS; do
   esac
   ours=$OUT/$row-ours theirs=$OUT/$row-llmc
   rm -rf "$ours" "$theirs" "$theirs-imported"
-  timed "$BIN" -q "$method" "$MODEL" -o "$ours" --calib "$C4" --calib-samples "$N_CALIB" \
-    --seqlen "$SEQLEN" --seed 0 --threads "$THREADS" "${args[@]}" >/dev/null
+  timed "$BIN" -q "$method" "$MODEL" -o "$ours" "${calib[@]}" --threads "$THREADS" "${args[@]}" \
+    >/dev/null
   o_s=$SECS o_mib=$PEAK_MIB
-  python3 - "$ours/provenance.json" "$WIN" <<'EOF'
+  [ ${#calib[@]} -eq 0 ] || python3 - "$ours/provenance.json" "$WIN" <<'EOF'
 import json, sys
 rep = json.dumps(json.load(open(sys.argv[1]))["chain"][-1])
 want = json.load(open(sys.argv[2]))["tokens_blake3"]
@@ -87,10 +97,11 @@ EOF
   THREADS=$THREADS SYM=$SYM timed "$PY" bench/llmc_run.py "$row" "$MODEL" "$WIN" "$theirs"
   t_s=$SECS t_mib=$PEAK_MIB
   "$BIN" -q import "$theirs" -o "$theirs-imported" --threads "$THREADS" >/dev/null
-  o_ppl=$(ppl "$ours") t_ppl=$(ppl "$theirs-imported")
+  o_ppl=$(ppl "$ours")
+  t_ppl=$(ppl "$theirs-imported")
   ratio=$(python3 -c "print(f'{$o_s/$t_s:.3f}')")
   printf '%-14s %9s %9s %6s %9.3f %9.3f %9s %9s %9s\n' "$row" "$o_s" "$t_s" "$ratio" "$o_ppl" \
     "$t_ppl" "$o_mib" "$t_mib" "$MODEL_MIB"
-  echo "{\"row\":\"$row\",\"n_calib\":$N_CALIB,\"seqlen\":$SEQLEN,\"ppl_windows\":$PPL_WINDOWS,\"threads\":$THREADS,\"sym\":$SYM,\"ours_s\":$o_s,\"theirs_s\":$t_s,\"ratio\":$ratio,\"ours_ppl\":$o_ppl,\"theirs_ppl\":$t_ppl,\"ours_peak_mib\":$o_mib,\"theirs_peak_mib\":$t_mib,\"model_mib\":$MODEL_MIB}" >>"$OUT/compress_vs_llmc.jsonl"
+  echo "{\"row\":\"$row\",\"n_calib\":$N_CALIB,\"seqlen\":$SEQLEN,\"ppl_windows\":$PPL_WINDOWS,\"threads\":$THREADS,\"sym\":$SYM,\"static_groups\":$STATIC_GROUPS,\"ours_s\":$o_s,\"theirs_s\":$t_s,\"ratio\":$ratio,\"ours_ppl\":$o_ppl,\"theirs_ppl\":$t_ppl,\"ours_peak_mib\":$o_mib,\"theirs_peak_mib\":$t_mib,\"model_mib\":$MODEL_MIB}" >>"$OUT/compress_vs_llmc.jsonl"
   rm -rf "$ours" "$theirs" "$theirs-imported"
 done

@@ -185,6 +185,43 @@ pub fn sub_matmul_f32(
     }
 }
 
+/// `A · Bᵀ` in f64 on the calling thread: `a` is `[m, k]`, `b` is `[n, k]`, both row-major;
+/// returns `[m, n]` row-major. Legend: m rows of A, n rows of B, k the shared dimension.
+pub fn matmul_nt_f64(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+    assert_eq!(a.len(), m * k, "matmul_nt_f64: A is not m x k");
+    assert_eq!(b.len(), n * k, "matmul_nt_f64: B is not n x k");
+    let mut c = vec![0f64; m * n];
+    if m == 0 || n == 0 || k == 0 {
+        return c;
+    }
+    // SAFETY: lhs A (element (i, p) at i*k + p), rhs Bᵀ (element (p, j) at j*k + p), dst
+    // row-major m×n; the asserts above keep every index inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            k as isize,
+            1,
+            0.0f64,
+            1.0f64,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    c
+}
+
 /// `Xᵀ X` (`[n, n]`, f32) of a row-major `x` of `t` rows and `n` columns.
 /// Legend: t tokens, n features.
 pub fn gram_f32(x: &[f32], t: usize, n: usize) -> Vec<f32> {

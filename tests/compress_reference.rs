@@ -293,6 +293,7 @@ fn gptq_matches_reference_port() {
             group: int(c, "group"),
             sym: c["sym"].as_bool().unwrap(),
             act_order: c["act_order"].as_bool().unwrap(),
+            static_groups: false,
             block_size: int(c, "block") as usize,
             damp: DampConfig {
                 percdamp: c["percdamp"].as_f64().unwrap(),

@@ -39,6 +39,11 @@ pub struct CompressArgs {
     /// GPTQ: process columns in order of decreasing Hessian diagonal.
     #[arg(long)]
     pub act_order: bool,
+    /// GPTQ: fit every group's grid on the original weights before the solve (AutoGPTQ's
+    /// static_groups, what llmcompressor does) instead of refitting each group on the
+    /// error-updated weights as it is reached (the reference's default).
+    #[arg(long)]
+    pub static_groups: bool,
     /// GPTQ/SparseGPT: damping, as a fraction of the mean Hessian diagonal.
     #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
     pub damp: f64,
@@ -138,6 +143,11 @@ fn plan(
     refuse(method, "--act-order", a.act_order && method != Method::Gptq)?;
     refuse(
         method,
+        "--static-groups",
+        a.static_groups && method != Method::Gptq,
+    )?;
+    refuse(
+        method,
         "--true-sequential",
         a.true_sequential && !matches!(method, Method::Gptq | Method::Sparsegpt | Method::Wanda),
     )?;
@@ -215,6 +225,7 @@ fn plan(
         damp_retries: a.damp_retries,
         block_size: a.block_size,
         act_order: a.act_order,
+        static_groups: a.static_groups,
         true_sequential: a.true_sequential,
         layers: [layers.start, layers.end],
         skip: a.skip.clone(),

@@ -13,8 +13,8 @@
 //!   dot products `Σ_g x·w` over sampled tokens (every `⌊T / n_sample_token⌋`-th); keep the
 //!   smallest mean squared error (initial best 1e9, as the reference).
 //!
-//! Deviations: partial dot products are summed in f64 (reference: f32), so near-ties may pick a
-//! different candidate; the token step is at least 1 (the reference fails with fewer than
+//! Deviations: partial dot products are summed in f64 (reference: f32; here by one GEMM per
+//! group, so in the GEMM's order), so near-ties may pick a different candidate; the token step is at least 1 (the reference fails with fewer than
 //! `n_sample_token` tokens); rows are not processed in chunks of 256/64 (a memory device only,
 //! so the reference's `out % 64 == 0` assertion is dropped); a last shorter group is allowed.
 
@@ -22,6 +22,7 @@ use super::quant::{Grid, QuantSpec};
 use super::{check_finite, check_matrix, tensor_err};
 use crate::backend::Tensor;
 use crate::error::{Error, Result};
+use crate::linalg;
 use rayon::prelude::*;
 
 /// AWQ settings. Defaults: the reference's (4 bits, group 128, 20-point grids, shrink to 0.5,
@@ -219,53 +220,98 @@ pub fn search_clip(name: &str, w: &Tensor, x: &Tensor, cfg: &AwqConfig) -> Resul
     let gw = spec.group_width(cols);
     let ng = spec.n_groups(cols);
     let step = (x.rows() / cfg.n_sample_token).max(1);
-    let xs: Vec<&[f32]> = (0..x.rows()).step_by(step).map(|t| x.row(t)).collect();
+    let tokens: Vec<usize> = (0..x.rows()).step_by(step).collect();
     let n_shrink = (cfg.max_shrink * cfg.n_grid as f64) as usize;
+    // One GEMM per (group, block of rows) scores every candidate at once: the block's rows
+    // each contribute the unclipped group (the reference's `org_out`) and its `n_shrink`
+    // clipped-and-quantised versions, all against the same sampled tokens, in f64.
+    let nc = n_shrink + 1;
     let mut best = vec![0f32; rows * ng];
-    best.par_chunks_mut(ng).enumerate().for_each(|(r, brow)| {
-        let wrow = w.row(r);
-        let mut org = vec![0f64; xs.len()];
-        let mut cur = vec![0f32; gw];
-        for (g, slot) in brow.iter_mut().enumerate() {
-            let (c0, c1) = (g * gw, ((g + 1) * gw).min(cols));
-            let wg = &wrow[c0..c1];
-            for (o, xt) in org.iter_mut().zip(&xs) {
-                *o = dot(&xt[c0..c1], wg);
-            }
-            let org_max = wg.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let mut best_max = org_max;
-            let mut min_err = 1e9f64;
-            for i_s in 0..n_shrink {
-                let max_val = org_max * (1.0 - i_s as f64 / cfg.n_grid as f64) as f32;
-                let cur = &mut cur[..wg.len()];
-                for (c, &v) in cur.iter_mut().zip(wg) {
-                    *c = v.clamp(-max_val, max_val);
+    let row_blocks: Vec<usize> = (0..rows).step_by(CLIP_ROW_BLOCK).collect();
+    for g in 0..ng {
+        let (c0, c1) = (g * gw, ((g + 1) * gw).min(cols));
+        let len = c1 - c0;
+        let xg: Vec<f64> = tokens
+            .iter()
+            .flat_map(|&t| x.row(t)[c0..c1].iter().map(|&v| v as f64))
+            .collect();
+        let picks: Vec<Vec<f32>> = row_blocks
+            .par_iter()
+            .map(|&r0| {
+                let r1 = (r0 + CLIP_ROW_BLOCK).min(rows);
+                let mut cand = vec![0f64; (r1 - r0) * nc * len];
+                let mut max_vals = vec![0f32; (r1 - r0) * nc];
+                let mut cur = vec![0f32; len];
+                for (r, (cr, mr)) in cand
+                    .chunks_mut(nc * len)
+                    .zip(max_vals.chunks_mut(nc))
+                    .enumerate()
+                {
+                    let wg = &w.row(r0 + r)[c0..c1];
+                    let org_max = wg.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for (c, &v) in cr[..len].iter_mut().zip(wg) {
+                        *c = v as f64;
+                    }
+                    mr[0] = org_max;
+                    for i_s in 0..n_shrink {
+                        let max_val = org_max * (1.0 - i_s as f64 / cfg.n_grid as f64) as f32;
+                        for (c, &v) in cur.iter_mut().zip(wg) {
+                            *c = v.clamp(-max_val, max_val);
+                        }
+                        let p = spec.fit(&cur);
+                        p.quantize_slice(&mut cur);
+                        let slot = &mut cr[(1 + i_s) * len..(2 + i_s) * len];
+                        for (c, &v) in slot.iter_mut().zip(&cur) {
+                            *c = v as f64;
+                        }
+                        mr[1 + i_s] = max_val;
+                    }
                 }
-                let p = spec.fit(cur);
-                p.quantize_slice(cur);
-                let err = org
-                    .iter()
-                    .zip(&xs)
-                    .map(|(o, xt)| {
-                        let d = dot(&xt[c0..c1], cur) - o;
-                        d * d
+                let n = (r1 - r0) * nc;
+                let out = linalg::matmul_nt_f64(&xg, &cand, tokens.len(), n, len);
+                // Squared differences to the unclipped output, summed over tokens in token
+                // order, reading `out` front to back.
+                let mut errs = vec![0f64; (r1 - r0) * n_shrink];
+                for orow in out.chunks(n) {
+                    for (o, err) in orow.chunks(nc).zip(errs.chunks_mut(n_shrink.max(1))) {
+                        for (e, &c) in err.iter_mut().zip(&o[1..]) {
+                            let d = c - o[0];
+                            *e += d * d;
+                        }
+                    }
+                }
+                (0..r1 - r0)
+                    .map(|r| {
+                        let err = &errs[r * n_shrink..(r + 1) * n_shrink];
+                        // Initial best 1e9 and a strict `<`, as the reference: the first of
+                        // equal errors wins, and with no candidate below 1e9 the group keeps
+                        // its own max.
+                        let mut min_err = 1e9f64;
+                        let mut best_max = max_vals[r * nc];
+                        for (i_s, &e) in err.iter().enumerate() {
+                            let e = e / tokens.len() as f64;
+                            if e < min_err {
+                                min_err = e;
+                                best_max = max_vals[r * nc + 1 + i_s];
+                            }
+                        }
+                        best_max
                     })
-                    .sum::<f64>()
-                    / xs.len() as f64;
-                if err < min_err {
-                    min_err = err;
-                    best_max = max_val;
-                }
+                    .collect()
+            })
+            .collect();
+        for (&r0, block) in row_blocks.iter().zip(&picks) {
+            for (r, &m) in block.iter().enumerate() {
+                best[(r0 + r) * ng + g] = m;
             }
-            *slot = best_max;
         }
-    });
+    }
     Ok(best)
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f64 {
-    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
-}
+/// Rows scored per GEMM in the clip search: the block's candidate matrix and output stay a
+/// few MiB, and the blocks are the unit of parallel work.
+const CLIP_ROW_BLOCK: usize = 128;
 
 /// `clamp(W, -max_val, max_val)` per (row, group), `max_val` from [`search_clip`].
 pub fn apply_clip(name: &str, w: &Tensor, max_val: &[f32], group: i64) -> Result<Tensor> {
@@ -347,6 +393,88 @@ mod tests {
         // No finite loss → error.
         let e = search_scales(&["w"], &[&w], &xm, &cfg, |_| Ok(f64::NAN));
         assert!(e.is_err());
+    }
+
+    /// The clip search written the slow, obvious way: per row, group and candidate, a scalar
+    /// f64 dot product per sampled token (the shape of the reference's loops).
+    fn search_clip_scalar(w: &Tensor, x: &Tensor, cfg: &AwqConfig) -> Vec<f32> {
+        let spec = cfg.spec().unwrap();
+        let (rows, cols) = (w.rows(), w.cols());
+        let (gw, ng) = (spec.group_width(cols), spec.n_groups(cols));
+        let step = (x.rows() / cfg.n_sample_token).max(1);
+        let xs: Vec<&[f32]> = (0..x.rows()).step_by(step).map(|t| x.row(t)).collect();
+        let dot = |a: &[f32], b: &[f32]| -> f64 {
+            a.iter().zip(b).map(|(&p, &q)| p as f64 * q as f64).sum()
+        };
+        let mut best = vec![0f32; rows * ng];
+        for r in 0..rows {
+            for g in 0..ng {
+                let (c0, c1) = (g * gw, ((g + 1) * gw).min(cols));
+                let wg = &w.row(r)[c0..c1];
+                let org: Vec<f64> = xs.iter().map(|xt| dot(&xt[c0..c1], wg)).collect();
+                let org_max = wg.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let (mut best_max, mut min_err) = (org_max, 1e9f64);
+                for i_s in 0..(cfg.max_shrink * cfg.n_grid as f64) as usize {
+                    let max_val = org_max * (1.0 - i_s as f64 / cfg.n_grid as f64) as f32;
+                    let mut cur: Vec<f32> = wg.iter().map(|v| v.clamp(-max_val, max_val)).collect();
+                    spec.fit(&cur).quantize_slice(&mut cur);
+                    let err = xs
+                        .iter()
+                        .zip(&org)
+                        .map(|(xt, o)| (dot(&xt[c0..c1], &cur) - o).powi(2))
+                        .sum::<f64>()
+                        / xs.len() as f64;
+                    if err < min_err {
+                        min_err = err;
+                        best_max = max_val;
+                    }
+                }
+                best[r * ng + g] = best_max;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn clip_search_matches_the_scalar_version() {
+        let mut rng = TestRng::new(23);
+        // Odd and prime sizes, a last short group, more rows than one GEMM block, and more
+        // tokens than are sampled (every ⌊t/n_sample_token⌋-th).
+        for &(t, n, o, group, bits, sample) in &[
+            (37, 53, 5, 16, 3, 512),
+            (300, 96, 131, 32, 4, 64),
+            (700, 40, 260, -1, 4, 512),
+            (129, 70, 17, 64, 2, 50),
+        ] {
+            let x = rng.matrix(t, n);
+            let mut w = rng.matrix(o, n);
+            w.data_mut()[3] = 6.0;
+            let cfg = AwqConfig {
+                bits,
+                group,
+                n_sample_token: sample,
+                ..Default::default()
+            };
+            let fast = search_clip("w", &w, &x, &cfg).unwrap();
+            let slow = search_clip_scalar(&w, &x, &cfg);
+            let same = fast.iter().zip(&slow).filter(|(a, b)| a == b).count();
+            // Both sum in f64, in different orders: only an exact near-tie could differ.
+            assert_eq!(same, slow.len(), "t {t} n {n} o {o} group {group}");
+            // Some groups really are clipped, so the comparison covers the search.
+            let spec = cfg.spec().unwrap();
+            let clipped = (0..o)
+                .flat_map(|r| {
+                    let gw = spec.group_width(n);
+                    w.row(r)
+                        .chunks(gw)
+                        .map(|g| g.iter().fold(0f32, |m, v| m.max(v.abs())))
+                        .collect::<Vec<_>>()
+                })
+                .zip(&fast)
+                .filter(|(m, f)| *f < m)
+                .count();
+            assert!(clipped > 0, "t {t} n {n}: no group clipped");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::awq::awq_layer;
 use super::plan::{CompressPlan, Method};
 use super::report::{measure, DampSummary, TensorReport};
-use super::solve::{solve, InputStats};
+use super::solve::{solve, InputStats, ObjectiveErrors};
 use crate::backend::Tensor;
 use crate::checkpoint::{Checkpoint, DType};
 use crate::error::{Error, Result};
@@ -223,6 +223,8 @@ impl<'a> LayerWalk<'a> {
             .filter(|p| selected && self.targets.contains(&weight_name(l, *p)))
             .collect();
         let mut damps: BTreeMap<Proj, DampSummary> = BTreeMap::new();
+        let mut g_idx: BTreeMap<Proj, Vec<u32>> = BTreeMap::new();
+        let mut errors: BTreeMap<Proj, ObjectiveErrors> = BTreeMap::new();
         if self.plan.method == Method::Awq {
             let acts = self
                 .acts
@@ -230,7 +232,7 @@ impl<'a> LayerWalk<'a> {
                 .ok_or_else(|| Error::Check("awq: no activations".into()))?;
             let alphas = awq_layer(&self.ctx, self.plan, &mut layer, acts, &targets)?;
             if selected {
-                self.finish_layer(&layer, &targets, &alphas)?;
+                self.finish_layer(&layer, &targets, &alphas, &g_idx)?;
             }
             return Ok(());
         }
@@ -267,6 +269,12 @@ impl<'a> LayerWalk<'a> {
                 if let Some(d) = &solved.damp {
                     damps.insert(p, d.into());
                 }
+                if let Some(gi) = solved.g_idx {
+                    g_idx.insert(p, gi);
+                }
+                if let Some(e) = solved.errors {
+                    errors.insert(p, e);
+                }
             }
         }
         if let Some(acts) = self.acts.as_mut() {
@@ -275,11 +283,12 @@ impl<'a> LayerWalk<'a> {
         }
         if selected {
             let start = self.reports.len();
-            self.finish_layer(&layer, &targets, &BTreeMap::new())?;
-            // Carry the damping records over to the measured reports.
+            self.finish_layer(&layer, &targets, &BTreeMap::new(), &g_idx)?;
+            // Carry the damping records and objective errors over to the measured reports.
             for r in &mut self.reports[start..] {
                 if let Some(p) = targets.iter().find(|p| r.name == weight_name(l, **p)) {
                     r.damp = damps.get(p).cloned();
+                    r.errors = errors.get(p).copied();
                 }
             }
         }
@@ -293,6 +302,7 @@ impl<'a> LayerWalk<'a> {
         layer: &DecoderLayer,
         targets: &[Proj],
         alphas: &BTreeMap<Proj, Option<f32>>,
+        g_idx: &BTreeMap<Proj, Vec<u32>>,
     ) -> Result<()> {
         let l = layer.index();
         let names: Vec<String> = self
@@ -310,7 +320,8 @@ impl<'a> LayerWalk<'a> {
             let bytes = self.dtype.from_f32(t.data());
             if let Some(&p) = targets.iter().find(|p| name == weight_name(l, **p)) {
                 let stored = self.dtype.to_f32(&bytes);
-                let mut r = measure(&name, t.rows(), t.cols(), &stored, spec.as_ref());
+                let gi = g_idx.get(&p).map(Vec::as_slice);
+                let mut r = measure(&name, t.rows(), t.cols(), &stored, spec.as_ref(), gi);
                 r.awq_alpha = alphas.get(&p).copied().flatten();
                 self.reports.push(r);
             }

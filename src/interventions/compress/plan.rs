@@ -135,6 +135,10 @@ pub struct CompressPlan {
     pub damp_retries: u32,
     pub block_size: usize,
     pub act_order: bool,
+    /// GPTQ: group grids fitted up front on the original weights. Recorded only when set, so
+    /// the steps of runs without it keep their earlier form (and ids).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub static_groups: bool,
     pub true_sequential: bool,
     /// Decoder layers compressed, `[start, end)`.
     pub layers: [usize; 2],

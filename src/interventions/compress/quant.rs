@@ -97,6 +97,23 @@ pub fn validate_group(group: i64) -> Result<()> {
 }
 
 /// Scale and zero point of one (row, group), and the grid's top index.
+/// `x.round_ties_even()` (torch.round) without the libm call that the baseline x86-64 target
+/// makes of it (no SSE4.1 `roundss`; LLVM even hoists that call out of a guarding branch).
+/// Adding and subtracting 2²³ with x's sign leaves the nearest integer, ties to even, for
+/// |x| < 2²³; the sign is put back so that -0.3 gives -0.0 as `rint` does. Larger magnitudes
+/// are integers already; NaN stays NaN.
+#[inline]
+pub fn round_half_even(x: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    let t = TWO_23.copysign(x);
+    let r = ((x + t) - t).copysign(x);
+    if x.abs() < TWO_23 {
+        r
+    } else {
+        x
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GroupParams {
     pub scale: f32,
@@ -126,13 +143,13 @@ impl GroupParams {
                 let zero = if grid == Grid::GptqSym {
                     (maxq + 1.0) / 2.0
                 } else {
-                    (-xmin / scale).round_ties_even()
+                    round_half_even(-xmin / scale)
                 };
                 GroupParams { scale, zero, maxq }
             }
             Grid::Awq => {
                 let scale = (hi - lo).max(1e-5) / maxq;
-                let zero = (-(lo / scale).round_ties_even()).clamp(0.0, maxq);
+                let zero = (-round_half_even(lo / scale)).clamp(0.0, maxq);
                 GroupParams { scale, zero, maxq }
             }
         }
@@ -146,7 +163,7 @@ impl GroupParams {
 
     #[inline]
     fn index_f32(&self, x: f32) -> f32 {
-        ((x / self.scale).round_ties_even() + self.zero).clamp(0.0, self.maxq)
+        (round_half_even(x / self.scale) + self.zero).clamp(0.0, self.maxq)
     }
 
     /// The value of grid index `q`: `scale * (q - zero)`.
@@ -228,6 +245,59 @@ mod tests {
         let p = spec.fit(&[0.0, 1.5]);
         assert!((p.scale - 0.1).abs() < 1e-7);
         assert_eq!(p.zero, 8.0);
+    }
+
+    #[test]
+    fn round_half_even_is_rint_bit_for_bit() {
+        let mut xs = vec![
+            0.0f32,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            -2.5,
+            0.49999997,
+            -0.49999997,
+        ];
+        xs.extend([
+            4_194_303.5,
+            4_194_304.5,
+            -4_194_304.5,
+            8_388_607.5,
+            1e30,
+            -1e30,
+        ]);
+        xs.extend([
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+        ]);
+        // Every half-integer and its neighbours over a wide range, then pseudo-random values.
+        for k in -20_000i32..20_000 {
+            let h = k as f32 + 0.5;
+            xs.extend([
+                h,
+                f32::from_bits(h.to_bits() + 1),
+                f32::from_bits(h.to_bits() - 1),
+            ]);
+        }
+        let mut state = 0x9e37_79b9u32;
+        for _ in 0..200_000 {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = f32::from_bits(state);
+            if v.is_finite() {
+                xs.push(v);
+                xs.push(v * 1e-30); // magnitudes near the grid's range
+            }
+        }
+        for &x in &xs {
+            let (a, b) = (round_half_even(x), x.round_ties_even());
+            assert_eq!(a.to_bits(), b.to_bits(), "x = {x:e}: {a:e} vs {b:e}");
+        }
+        assert!(round_half_even(f32::NAN).is_nan());
     }
 
     #[test]

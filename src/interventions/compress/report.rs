@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use super::hessian::DampReport;
 use super::quant::QuantSpec;
+use super::solve::ObjectiveErrors;
 
 /// One compressed tensor.
 #[derive(Clone, Debug, Serialize)]
@@ -23,6 +24,9 @@ pub struct TensorReport {
     /// AWQ: the winning scale exponent of the scaling group this tensor belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub awq_alpha: Option<f32>,
+    /// GPTQ: its objective and round-to-nearest's on the same Hessian.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<ObjectiveErrors>,
 }
 
 /// `DampReport` without the per-column list (only its length).
@@ -47,23 +51,35 @@ impl From<&DampReport> for DampSummary {
 }
 
 /// Measures a stored `[rows, cols]` matrix (values as read back from the output dtype).
+/// `g_idx` is the group of each input column where it is not `column / group` (GPTQ with
+/// act-order groups columns in the permuted order).
 pub fn measure(
     name: &str,
     rows: usize,
     cols: usize,
     values: &[f32],
     spec: Option<&QuantSpec>,
+    g_idx: Option<&[u32]>,
 ) -> TensorReport {
     let zeros = values.iter().filter(|&&v| v == 0.0).count();
     let max_distinct_per_group = spec.map(|s| {
         let gw = s.group_width(cols).max(1);
+        let mut members: Vec<Vec<usize>> = vec![Vec::new(); s.n_groups(cols).max(1)];
+        for c in 0..cols {
+            let g = g_idx.map_or(c / gw, |gi| gi[c] as usize);
+            // A g_idx out of range would be an internal error; count it as its own group.
+            if g >= members.len() {
+                members.resize(g + 1, Vec::new());
+            }
+            members[g].push(c);
+        }
         let mut most = 0;
         let mut buf: Vec<u32> = Vec::with_capacity(gw);
         for row in values.chunks(cols) {
-            for g in row.chunks(gw) {
+            for cols_of_group in &members {
                 buf.clear();
                 // -0.0 and 0.0 are one value: compare numerically.
-                buf.extend(g.iter().map(|v| (v + 0.0).to_bits()));
+                buf.extend(cols_of_group.iter().map(|&c| (row[c] + 0.0).to_bits()));
                 buf.sort_unstable();
                 buf.dedup();
                 most = most.max(buf.len());
@@ -79,6 +95,7 @@ pub fn measure(
         max_distinct_per_group,
         damp: None,
         awq_alpha: None,
+        errors: None,
     }
 }
 
@@ -135,6 +152,17 @@ pub fn summarise(
             );
         }
     }
+    let errors: Vec<&ObjectiveErrors> = tensors.iter().filter_map(|t| t.errors.as_ref()).collect();
+    if !errors.is_empty() {
+        out["output_error_below_rtn"] = json!(format!(
+            "{} of {} tensors",
+            errors
+                .iter()
+                .filter(|e| e.output_error < e.rtn_output_error)
+                .count(),
+            errors.len()
+        ));
+    }
     if retries > 0 {
         let which: Vec<Value> = tensors
             .iter()
@@ -150,4 +178,27 @@ pub fn summarise(
     }
     out["per_tensor"] = json!(tensors);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interventions::compress::quant::Grid;
+
+    #[test]
+    fn distinct_values_are_counted_per_g_idx_group() {
+        // Two groups of 4 columns; group 0 holds the even columns, group 1 the odd ones, and
+        // each group has one value per group (as GPTQ with act-order leaves them).
+        let spec = QuantSpec::new(2, 4, Grid::GptqAsym).unwrap();
+        let row = [1.0f32, 5.0, 1.0, 5.0, 1.0, 5.0, 1.0, 5.0];
+        let g_idx = [0u32, 1, 0, 1, 0, 1, 0, 1];
+        let by_gidx = measure("w", 1, 8, &row, Some(&spec), Some(&g_idx));
+        assert_eq!(by_gidx.max_distinct_per_group, Some(1));
+        // Contiguous groups see both values.
+        let contiguous = measure("w", 1, 8, &row, Some(&spec), None);
+        assert_eq!(contiguous.max_distinct_per_group, Some(2));
+        // -0.0 and 0.0 count once; zeros are counted.
+        let z = measure("w", 1, 4, &[0.0, -0.0, 2.0, 0.0], Some(&spec), None);
+        assert_eq!((z.max_distinct_per_group, z.zeros), (Some(2), 3));
+    }
 }

@@ -1,7 +1,7 @@
 //! Dispatch from a plan to the per-layer solvers (RTN, GPTQ, magnitude, Wanda, SparseGPT) for
 //! one weight and the statistics of its input; AWQ has its own layer-level driver (`awq`).
 
-use super::gptq::{fasterquant, GptqConfig};
+use super::gptq::{fasterquant, output_error, GptqConfig};
 use super::hessian::{DampReport, Hessian};
 use super::magnitude::prune_magnitude;
 use super::plan::{CompressPlan, Method};
@@ -42,6 +42,18 @@ impl InputStats {
 pub struct Solved {
     pub weight: Tensor,
     pub damp: Option<DampReport>,
+    /// GPTQ with act-order: each input column's quantisation group (AutoGPTQ's `g_idx`).
+    pub g_idx: Option<Vec<u32>>,
+    /// GPTQ: its objective for the result and for round-to-nearest on the same grid and
+    /// Hessian (`gptq::output_error`), so a step shows what the error feedback gained.
+    pub errors: Option<ObjectiveErrors>,
+}
+
+/// See [`Solved::errors`].
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct ObjectiveErrors {
+    pub output_error: f64,
+    pub rtn_output_error: f64,
 }
 
 /// Compresses weight `w` (tensor `name`) by the plan's method with its input statistics.
@@ -58,6 +70,8 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
             Ok(Solved {
                 weight: rtn(name, w, q.spec())?.weight,
                 damp: None,
+                g_idx: None,
+                errors: None,
             })
         }
         Method::Gptq => {
@@ -70,11 +84,19 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
                 group: q.group_size,
                 sym: q.sym,
                 act_order: plan.act_order,
+                static_groups: plan.static_groups,
                 block_size: plan.block_size,
                 damp: plan.damp_config(),
             };
             let out = fasterquant(name, w, h, &cfg)?;
+            let nearest = rtn(name, w, cfg.spec()?)?.weight;
+            let errors = ObjectiveErrors {
+                output_error: output_error(w, &out.quantized.weight, h),
+                rtn_output_error: output_error(w, &nearest, h),
+            };
             Ok(Solved {
+                errors: Some(errors),
+                g_idx: out.perm.is_some().then_some(out.quantized.g_idx),
                 weight: out.quantized.weight,
                 damp: Some(out.damp),
             })
@@ -82,6 +104,8 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
         Method::Magnitude => Ok(Solved {
             weight: prune_magnitude(name, w, plan.pattern()?)?.weight,
             damp: None,
+            g_idx: None,
+            errors: None,
         }),
         Method::Wanda => {
             let InputStats::Norms(n) = stats else {
@@ -90,6 +114,8 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
             Ok(Solved {
                 weight: prune_wanda(name, w, &n.scaler_row(), plan.pattern()?)?.weight,
                 damp: None,
+                g_idx: None,
+                errors: None,
             })
         }
         Method::Sparsegpt => {
@@ -105,6 +131,8 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
             Ok(Solved {
                 weight: out.weight,
                 damp: out.damp,
+                g_idx: None,
+                errors: None,
             })
         }
         Method::Awq => Err(Error::usage(
