@@ -185,9 +185,18 @@ pub fn sub_matmul_f32(
     }
 }
 
-/// `A · Bᵀ` in f64 on the calling thread: `a` is `[m, k]`, `b` is `[n, k]`, both row-major;
-/// returns `[m, n]` row-major. Legend: m rows of A, n rows of B, k the shared dimension.
-pub fn matmul_nt_f64(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<f64> {
+/// `A · Bᵀ` in f64: `a` is `[m, k]`, `b` is `[n, k]`, both row-major; returns `[m, n]`
+/// row-major. `parallel` lets the `gemm` crate split the work over rayon's threads (for a
+/// caller that is not itself inside a parallel loop). Legend: m rows of A, n rows of B, k the
+/// shared dimension.
+pub fn matmul_nt_f64(
+    a: &[f64],
+    b: &[f64],
+    m: usize,
+    n: usize,
+    k: usize,
+    parallel: bool,
+) -> Vec<f64> {
     assert_eq!(a.len(), m * k, "matmul_nt_f64: A is not m x k");
     assert_eq!(b.len(), n * k, "matmul_nt_f64: B is not n x k");
     let mut c = vec![0f64; m * n];
@@ -216,7 +225,11 @@ pub fn matmul_nt_f64(a: &[f64], b: &[f64], m: usize, n: usize, k: usize) -> Vec<
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            if parallel {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
         );
     }
     c

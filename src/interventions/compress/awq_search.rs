@@ -268,7 +268,7 @@ pub fn search_clip(name: &str, w: &Tensor, x: &Tensor, cfg: &AwqConfig) -> Resul
                     }
                 }
                 let n = (r1 - r0) * nc;
-                let out = linalg::matmul_nt_f64(&xg, &cand, tokens.len(), n, len);
+                let out = linalg::matmul_nt_f64(&xg, &cand, tokens.len(), n, len, false);
                 // Squared differences to the unclipped output, summed over tokens in token
                 // order, reading `out` front to back.
                 let mut errs = vec![0f64; (r1 - r0) * n_shrink];

@@ -266,10 +266,11 @@ pub fn fasterquant(name: &str, w: &Tensor, h: &Hessian, cfg: &GptqConfig) -> Res
 
 /// GPTQ's objective for a quantised `q` of `w`: `½·tr((W − Q) H (W − Q)ᵀ)` with the undamped
 /// running-mean Hessian `H = 2·XᵀX / sequences`, i.e. the squared error of the layer's outputs
-/// summed over tokens and averaged over calibration sequences. In f64, blocks of rows on the
-/// calling thread: with the blocks in rayon's workers a SmolLM2 run (8 x 2048 calibration
-/// tokens) peaked at 2.06 GB RSS, on the calling thread at 1.66 GB, at the same speed (glibc's
-/// per-thread arenas keep what the workers freed).
+/// summed over tokens and averaged over calibration sequences. In f64. It costs two `rows·n²`
+/// products per tensor (this and RTN's), more than the solve's own updates, so each block's product
+/// is split over the threads by `gemm`; the blocks' buffers live on the calling thread (with
+/// whole blocks in rayon's workers a SmolLM2 run on 8 x 2048 calibration tokens peaked at
+/// 2.06 GB RSS instead of 1.66 GB: glibc's per-thread arenas keep what the workers freed).
 pub fn output_error(w: &Tensor, q: &Tensor, h: &Hessian) -> f64 {
     let (rows, n) = (w.rows(), w.cols());
     assert_eq!(
@@ -284,7 +285,7 @@ pub fn output_error(w: &Tensor, q: &Tensor, h: &Hessian) -> f64 {
             .flat_map(|r| w.row(r).iter().zip(q.row(r)).map(|(&a, &b)| (a - b) as f64))
             .collect();
         // H is symmetric, so D·H = D·Hᵀ.
-        let dh = linalg::matmul_nt_f64(&d, h.data(), r1 - r0, n, n);
+        let dh = linalg::matmul_nt_f64(&d, h.data(), r1 - r0, n, n, true);
         total += d.iter().zip(&dh).map(|(a, b)| a * b).sum::<f64>();
     }
     total / 2.0
