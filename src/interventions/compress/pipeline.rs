@@ -222,9 +222,7 @@ impl<'a> LayerWalk<'a> {
             .into_iter()
             .filter(|p| selected && self.targets.contains(&weight_name(l, *p)))
             .collect();
-        let mut damps: BTreeMap<Proj, DampSummary> = BTreeMap::new();
-        let mut g_idx: BTreeMap<Proj, Vec<u32>> = BTreeMap::new();
-        let mut errors: BTreeMap<Proj, ObjectiveErrors> = BTreeMap::new();
+        let mut records: BTreeMap<Proj, SolveRecord> = BTreeMap::new();
         if self.plan.method == Method::Awq {
             let acts = self
                 .acts
@@ -232,7 +230,7 @@ impl<'a> LayerWalk<'a> {
                 .ok_or_else(|| Error::Check("awq: no activations".into()))?;
             let alphas = awq_layer(&self.ctx, self.plan, &mut layer, acts, &targets)?;
             if selected {
-                self.finish_layer(&layer, &targets, &alphas, &g_idx)?;
+                self.finish_layer(&layer, &targets, &alphas, &records)?;
             }
             return Ok(());
         }
@@ -266,15 +264,14 @@ impl<'a> LayerWalk<'a> {
                 let st = stats.get(&tap_of(p)).unwrap_or(&InputStats::None);
                 let solved = solve(self.plan, &name, &w, st)?;
                 layer.set_weight(p, &solved.weight)?;
-                if let Some(d) = &solved.damp {
-                    damps.insert(p, d.into());
-                }
-                if let Some(gi) = solved.g_idx {
-                    g_idx.insert(p, gi);
-                }
-                if let Some(e) = solved.errors {
-                    errors.insert(p, e);
-                }
+                records.insert(
+                    p,
+                    SolveRecord {
+                        damp: solved.damp.as_ref().map(DampSummary::from),
+                        g_idx: solved.g_idx,
+                        errors: solved.errors,
+                    },
+                );
             }
         }
         if let Some(acts) = self.acts.as_mut() {
@@ -282,15 +279,7 @@ impl<'a> LayerWalk<'a> {
             forward_all(&self.ctx, &layer, acts)?;
         }
         if selected {
-            let start = self.reports.len();
-            self.finish_layer(&layer, &targets, &BTreeMap::new(), &g_idx)?;
-            // Carry the damping records and objective errors over to the measured reports.
-            for r in &mut self.reports[start..] {
-                if let Some(p) = targets.iter().find(|p| r.name == weight_name(l, **p)) {
-                    r.damp = damps.get(p).cloned();
-                    r.errors = errors.get(p).copied();
-                }
-            }
+            self.finish_layer(&layer, &targets, &BTreeMap::new(), &records)?;
         }
         Ok(())
     }
@@ -302,7 +291,7 @@ impl<'a> LayerWalk<'a> {
         layer: &DecoderLayer,
         targets: &[Proj],
         alphas: &BTreeMap<Proj, Option<f32>>,
-        g_idx: &BTreeMap<Proj, Vec<u32>>,
+        records: &BTreeMap<Proj, SolveRecord>,
     ) -> Result<()> {
         let l = layer.index();
         let names: Vec<String> = self
@@ -320,8 +309,11 @@ impl<'a> LayerWalk<'a> {
             let bytes = self.dtype.from_f32(t.data());
             if let Some(&p) = targets.iter().find(|p| name == weight_name(l, **p)) {
                 let stored = self.dtype.to_f32(&bytes);
-                let gi = g_idx.get(&p).map(Vec::as_slice);
+                let rec = records.get(&p);
+                let gi = rec.and_then(|r| r.g_idx.as_deref());
                 let mut r = measure(&name, t.rows(), t.cols(), &stored, spec.as_ref(), gi);
+                r.damp = rec.and_then(|r| r.damp.clone());
+                r.errors = rec.and_then(|r| r.errors);
                 r.awq_alpha = alphas.get(&p).copied().flatten();
                 self.reports.push(r);
             }
@@ -331,6 +323,14 @@ impl<'a> LayerWalk<'a> {
         self.peak_buffered_bytes = self.peak_buffered_bytes.max(self.buffered_bytes);
         Ok(())
     }
+}
+
+/// What a solve leaves for the tensor's report besides the weight.
+struct SolveRecord {
+    damp: Option<DampSummary>,
+    /// GPTQ with act-order: the group of each input column.
+    g_idx: Option<Vec<u32>>,
+    errors: Option<ObjectiveErrors>,
 }
 
 pub fn weight_name(l: usize, p: Proj) -> String {
