@@ -31,6 +31,10 @@ SYM=${SYM:-0}
 # with --static-groups (STATIC_GROUPS=1, the like-for-like default) and otherwise refits each
 # group as the reference IST-DASLab code does (STATIC_GROUPS=0).
 STATIC_GROUPS=${STATIC_GROUPS:-1}
+# llmcompressor's GPTQModifier orders columns by the Hessian diagonal unless told otherwise
+# (actorder="static"); ACT_ORDER=1 (default) runs that on its side and --act-order on ours,
+# ACT_ORDER=0 runs neither. With STATIC_GROUPS=1 both keep groups as runs of original columns.
+ACT_ORDER=${ACT_ORDER:-1}
 VENV=${VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/intervene-bench/llmc-venv}
 PYREF=${PYREF:-/opt/pyref}
 OUT=${BENCH_OUT:-bench/out}/llmc
@@ -77,7 +81,8 @@ for row in $ROWS; do
       [ "$SYM" = 1 ] && args+=(--sym) ;;
     gptq) args=(--bits "$a" --group-size "$b" --block-size 128 --damp 0.01)
       [ "$SYM" = 1 ] && args+=(--sym)
-      [ "$STATIC_GROUPS" = 1 ] && args+=(--static-groups) ;;
+      [ "$STATIC_GROUPS" = 1 ] && args+=(--static-groups)
+      [ "$ACT_ORDER" = 1 ] && args+=(--act-order) ;;
     awq) args=(--bits "$a" --group-size "$b") ;;
     sparsegpt) args=(--sparsity "0.$a" --block-size 128 --damp 0.01) ;;
     wanda) args=(--sparsity "0.$a") ;;
@@ -94,7 +99,7 @@ rep = json.dumps(json.load(open(sys.argv[1]))["chain"][-1])
 want = json.load(open(sys.argv[2]))["tokens_blake3"]
 sys.exit(0 if want in rep else f"calibration windows differ: {want} not in our provenance")
 EOF
-  THREADS=$THREADS SYM=$SYM timed "$PY" bench/llmc_run.py "$row" "$MODEL" "$WIN" "$theirs"
+  THREADS=$THREADS SYM=$SYM ACT_ORDER=$ACT_ORDER timed "$PY" bench/llmc_run.py "$row" "$MODEL" "$WIN" "$theirs"
   t_s=$SECS t_mib=$PEAK_MIB
   "$BIN" -q import "$theirs" -o "$theirs-imported" --threads "$THREADS" >/dev/null
   o_ppl=$(ppl "$ours")
@@ -102,6 +107,6 @@ EOF
   ratio=$(python3 -c "print(f'{$o_s/$t_s:.3f}')")
   printf '%-14s %9s %9s %6s %9.3f %9.3f %9s %9s %9s\n' "$row" "$o_s" "$t_s" "$ratio" "$o_ppl" \
     "$t_ppl" "$o_mib" "$t_mib" "$MODEL_MIB"
-  echo "{\"row\":\"$row\",\"n_calib\":$N_CALIB,\"seqlen\":$SEQLEN,\"ppl_windows\":$PPL_WINDOWS,\"threads\":$THREADS,\"sym\":$SYM,\"static_groups\":$STATIC_GROUPS,\"ours_s\":$o_s,\"theirs_s\":$t_s,\"ratio\":$ratio,\"ours_ppl\":$o_ppl,\"theirs_ppl\":$t_ppl,\"ours_peak_mib\":$o_mib,\"theirs_peak_mib\":$t_mib,\"model_mib\":$MODEL_MIB}" >>"$OUT/compress_vs_llmc.jsonl"
+  echo "{\"row\":\"$row\",\"n_calib\":$N_CALIB,\"seqlen\":$SEQLEN,\"ppl_windows\":$PPL_WINDOWS,\"threads\":$THREADS,\"sym\":$SYM,\"static_groups\":$STATIC_GROUPS,\"act_order\":$ACT_ORDER,\"ours_s\":$o_s,\"theirs_s\":$t_s,\"ratio\":$ratio,\"ours_ppl\":$o_ppl,\"theirs_ppl\":$t_ppl,\"ours_peak_mib\":$o_mib,\"theirs_peak_mib\":$t_mib,\"model_mib\":$MODEL_MIB}" >>"$OUT/compress_vs_llmc.jsonl"
   rm -rf "$ours" "$theirs" "$theirs-imported"
 done

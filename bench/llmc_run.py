@@ -6,7 +6,10 @@ compressed-tensors==0.19.0, transformers==5.17.0, datasets; torch from /opt/pyre
 usage: llmc_run.py METHOD MODEL_DIR WINDOWS_JSON OUT_DIR
   METHOD: rtn-4-64 | gptq-4-64 | sparsegpt-50 | wanda-50 | awq-4-64 (bits-group / percent)
   WINDOWS_JSON: output of `examples/calib_windows` (the token ids our run used).
-Env: THREADS (torch threads), SYM=1 for a symmetric GPTQ grid (default asymmetric, as ours).
+Env: THREADS (torch threads), SYM=1 for a symmetric GPTQ grid (default asymmetric, as ours),
+ACT_ORDER=0 for GPTQ without activation ordering (default 1: llmcompressor's own default,
+actorder="static", columns in descending Hessian-diagonal order with each group's grid fitted
+on the original weights, which ours does with --act-order --static-groups).
 Saves OUT_DIR as a dense Hugging Face directory (the original tensor names, F32 safetensors).
 """
 
@@ -17,7 +20,7 @@ import sys
 import torch
 
 
-def recipe(method, sym):
+def recipe(method, sym, act_order):
     # The bare name is what llmcompressor's docs show, but its SparseGPT still pruned lm_head
     # with it (session 5); the regex form matches the module by its full name.
     ignore = ["lm_head", "re:.*lm_head"]
@@ -47,6 +50,8 @@ def recipe(method, sym):
                 ignore=ignore,
                 block_size=128,
                 dampening_frac=0.01,
+                # Stated, not left to the default, so that the row says what ran.
+                actorder="static" if act_order else None,
             )
         from llmcompressor.modifiers.awq import AWQModifier
 
@@ -122,7 +127,11 @@ def main():
         model=model,
         tokenizer=tok,
         dataset=ds,
-        recipe=recipe(method, os.environ.get("SYM", "0") == "1"),
+        recipe=recipe(
+            method,
+            os.environ.get("SYM", "0") == "1",
+            os.environ.get("ACT_ORDER", "1") == "1",
+        ),
         max_seq_length=seqlen,
         num_calibration_samples=len(windows),
         shuffle_calibration_samples=False,
