@@ -210,6 +210,10 @@ pub(crate) fn block_forward(
 /// Adds the weight and bias gradients of the projections `projs` sharing the fused linear
 /// (`dy` `[M, N]`, input `x` `[M, K]`) to those of them in `grads`; computes nothing when
 /// none is trained.
+///
+/// Each projection owns a contiguous run of the fused weight's rows, so its `dW = dy_p^T x`
+/// is one product over a column slice of `dy`, accumulated straight into its gradient (no
+/// fused `[N, K]` temporary to fill and add back: 14 MB per SmolLM2 layer, and a serial add).
 fn weight_grads(
     grads: &mut BTreeMap<String, Vec<f32>>,
     model: &Llama,
@@ -219,58 +223,19 @@ fn weight_grads(
     (m, k, n): (usize, usize, usize),
 ) {
     let name = |p: Proj, kind: &str| format!("model.layers.{l}.{}.{kind}", p.module());
-    let want_w = projs
-        .iter()
-        .any(|&p| grads.contains_key(&name(p, "weight")));
-    let want_b = projs.iter().any(|&p| grads.contains_key(&name(p, "bias")));
-    if !want_w && !want_b {
-        return;
-    }
-    let mut dw = if want_w { vec![0.0; n * k] } else { Vec::new() };
-    let mut db = if want_b { vec![0.0; n] } else { Vec::new() };
-    // Only the weight/bias products are formed; the input gradient is the caller's.
-    linear_backward_params(
-        dy,
-        x,
-        m,
-        k,
-        n,
-        want_w.then_some(&mut dw[..]),
-        want_b.then_some(&mut db[..]),
-    );
     for &p in projs {
         let (inp, out) = super::lora::linear_dims(&model.config, p);
+        debug_assert_eq!(inp, k, "weight_grads: {p:?} input width");
         let r0 = fused_row0(&model.config, p);
         if let Some(g) = grads.get_mut(&name(p, "weight")) {
-            for (a, b) in g.iter_mut().zip(&dw[r0 * inp..(r0 + out) * inp]) {
-                *a += b;
-            }
+            // dW_p[out, K] += dy[:, r0..r0+out]^T . x
+            super::linear::matmul(g, &dy[r0..], (1, n), x, (k, 1), out, m, k, true);
         }
         if let Some(g) = grads.get_mut(&name(p, "bias")) {
-            for (a, b) in g.iter_mut().zip(&db[r0..r0 + out]) {
-                *a += b;
-            }
-        }
-    }
-}
-
-/// `dw[N, K] += dy^T x`, `db[N] += colsum(dy)`.
-fn linear_backward_params(
-    dy: &[f32],
-    x: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-    dw: Option<&mut [f32]>,
-    db: Option<&mut [f32]>,
-) {
-    if let Some(dw) = dw {
-        super::linear::matmul(dw, dy, (1, n), x, (k, 1), n, m, k, true);
-    }
-    if let Some(db) = db {
-        for row in dy.chunks_exact(n) {
-            for (g, &d) in db.iter_mut().zip(row) {
-                *g += d;
+            for row in dy.chunks_exact(n) {
+                for (a, &d) in g.iter_mut().zip(&row[r0..r0 + out]) {
+                    *a += d;
+                }
             }
         }
     }

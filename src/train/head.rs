@@ -53,6 +53,9 @@ pub(crate) fn head_loss_backward(
     let head_name = head_grad_name(model);
     let rows: Vec<(&usize, &RowLoss)> = work.iter().collect();
     let mut loss = 0.0f64;
+    // One logits buffer for every chunk instead of a fresh 48 MiB one each (the head's
+    // product overwrites it, so nothing carries over between chunks).
+    let mut logits_buf = vec![0.0f32; CHUNK_ROWS.min(rows.len()) * v];
     for chunk in rows.chunks(CHUNK_ROWS) {
         let rc = chunk.len();
         let xs: Vec<f32> = chunk
@@ -61,8 +64,8 @@ pub(crate) fn head_loss_backward(
             .collect();
         let (mut xn, mut rr) = (vec![0.0; rc * c], vec![0.0; rc]);
         rmsnorm_forward(&xs, &model.norm, eps, &mut xn, &mut rr);
-        let mut logits = vec![0.0; rc * v];
-        linear(&xn, w, None, &mut logits, rc, c, v, false);
+        let logits = &mut logits_buf[..rc * v];
+        linear(&xn, w, None, logits, rc, c, v, false);
         // The logits buffer becomes the gradient, row by row, after its loss is read.
         let losses: Vec<f64> = logits
             .par_chunks_mut(v)
@@ -81,10 +84,10 @@ pub(crate) fn head_loss_backward(
             )
             .collect();
         loss += losses.iter().sum::<f64>();
-        let dlogits = logits;
+        let dlogits = &*logits;
         let mut dxn = vec![0.0; rc * c];
         let dw = grads.get_mut(head_name).map(|g| &mut g[..]);
-        linear_backward(&dlogits, &xn, w, rc, c, v, Some(&mut dxn), dw, None);
+        linear_backward(dlogits, &xn, w, rc, c, v, Some(&mut dxn), dw, None);
         let mut dxs = vec![0.0; rc * c];
         let dnorm = grads.get_mut("model.norm.weight").map(|g| &mut g[..]);
         rmsnorm_backward(&dxn, &xs, &model.norm, &rr, &mut dxs, dnorm);
