@@ -67,9 +67,20 @@ fn main() -> intervene::Result<()> {
     let fb_s = t1.elapsed().as_secs_f64();
     tr.step(&mut opt)?;
     let step_s = t1.elapsed().as_secs_f64();
+    // The gradients' bits, so a speed change can be checked to leave them alone
+    // (after the timing, and the optimiser does not touch them).
+    let mut h = blake3::Hasher::new();
+    for (name, g) in tr.grads() {
+        h.update(name.as_bytes());
+        g.iter().for_each(|v| {
+            h.update(&v.to_le_bytes());
+        });
+    }
+    let grads_hash = h.finalize().to_hex();
     println!(
-        "intervene: load {load_s:.2}s, forward+backward {fb_s:.2}s, step total {step_s:.2}s, loss {loss:.6}, peak RSS {:.0} MiB",
-        peak_rss_mib()
+        "intervene: load {load_s:.2}s, forward+backward {fb_s:.2}s, step total {step_s:.2}s, loss {loss:.6}, peak RSS {:.0} MiB, grads blake3 {}",
+        peak_rss_mib(),
+        &grads_hash[..16]
     );
     Ok(())
 }
