@@ -13,7 +13,7 @@ RT=(chrt -f 50); "${RT[@]}" true 2>/dev/null || RT=()
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); date: $(date -u +%Y-%m-%dT%H:%MZ); commit: $(git rev-parse --short HEAD); threads: $THREADS"
 for _ in $(seq "$ROUNDS"); do
   "${RT[@]}" "$BIN" "$THREADS" 9
-  "${RT[@]}" "$PYREF/bin/python" bench/gemm_bench.py "$THREADS" 9
+  "$BIN" shapes | "${RT[@]}" "$PYREF/bin/python" bench/gemm_bench.py "$THREADS" 9
 done | python3 -c '
 import sys, statistics as st
 runs = {}

@@ -4,7 +4,7 @@
 //! on the same shapes. Says how much of the step's gap to PyTorch is the kernel's.
 //!
 //! Usage: `gemm_bench [threads] [reps]`; prints one line per shape: M K N, median seconds,
-//! GFLOP/s.
+//! GFLOP/s. `gemm_bench shapes` prints the shapes (name M K N), which the PyTorch side reads.
 
 use std::time::Instant;
 
@@ -26,6 +26,12 @@ const SHAPES: [(&str, usize, usize, usize); 9] = [
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("shapes") {
+        for (name, m, k, n) in SHAPES {
+            println!("{name} {m} {k} {n}");
+        }
+        return Ok(());
+    }
     let threads: usize = args.get(1).map_or(Ok(2), |s| s.parse())?;
     let reps: usize = args.get(2).map_or(Ok(7), |s| s.parse())?;
     rayon::ThreadPoolBuilder::new()
