@@ -96,7 +96,6 @@ pub fn validate_group(group: i64) -> Result<()> {
     Ok(())
 }
 
-/// Scale and zero point of one (row, group), and the grid's top index.
 /// `x.round_ties_even()` (torch.round) without the libm call that the baseline x86-64 target
 /// makes of it (no SSE4.1 `roundss`; LLVM even hoists that call out of a guarding branch).
 /// Adding and subtracting 2²³ with x's sign leaves the nearest integer, ties to even, for
@@ -114,6 +113,7 @@ pub fn round_half_even(x: f32) -> f32 {
     }
 }
 
+/// Scale and zero point of one (row, group), and the grid's top index.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GroupParams {
     pub scale: f32,
