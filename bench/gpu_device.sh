@@ -7,8 +7,8 @@
 # It prints the adapter, runs every GPU parity test (the library's `backend::gpu` tests and
 # tests/gpu_forward.rs) with INTERVENE_REQUIRE_GPU=1, so a missing adapter fails instead of
 # skipping, then examples/gpu_bench (matmul GFLOP/s incl. 4096^3, whole forward) and a short
-# matmul tuning sweep. Logs and a summary go under $OUT (or a temporary folder). Every step
-# has a time limit; the whole run stays under about 6 minutes.
+# matmul tuning sweep against the card's f32 peak. Logs and a summary go under $OUT (or a
+# temporary folder). Every step has a time limit; the whole run stays under about 6 minutes.
 set -uo pipefail
 dir=$(cd "${1:?usage: bench/gpu_device.sh DIR (made by bench/gpu_device_prepare.sh)}" && pwd)
 cd "$(dirname "$0")/.."
@@ -87,11 +87,51 @@ unset INTERVENE_REQUIRE_GPU
 
 run gpu_bench 180 "$dir/gpu_bench"
 grep -E '^adapter|^tuning|^\||forward' "$out/gpu_bench.txt" | tee -a "$summary"
-# Matmul shape sweep (INTERVENE_GPU_MATMUL=wg,tm,tn), matmul only, 3 runs each.
-for t in 64,4,4 64,8,8 128,4,8 256,4,4 32,8,4; do
-  INTERVENE_GPU_MATMUL=$t run "gpu_bench_mm_$t" 60 "$dir/gpu_bench" --quick --matmul-only
-  grep -E '^tuning|^\| [0-9]' "$out/gpu_bench_mm_$t.txt" | tee -a "$summary"
+
+# The card's f32 peak: SMs x 128 f32 lanes (Hopper) x 2 flops x the maximum SM clock.
+peak_gflops=
+if command -v nvidia-smi >/dev/null; then
+  name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  mhz=$(nvidia-smi --query-gpu=clocks.max.sm --format=csv,noheader,nounits | head -1 | xargs)
+  case "$name" in
+    *H200* | *"H100 80GB HBM3"* | *"H100 SXM"* | *"H100 NVL"*) sms=132 ;;
+    *"H100 PCIe"*) sms=114 ;;
+    *) sms= ;;
+  esac
+  if [ -n "$sms" ] && [ -n "$mhz" ]; then
+    peak_gflops=$((sms * 128 * 2 * mhz / 1000))
+    log "f32 peak: $sms SMs x 128 lanes x 2 x $mhz MHz = $peak_gflops GFLOP/s"
+  else
+    log "f32 peak: unknown for '$name'"
+  fi
+fi
+
+# Matmul sweep, GPU only, 3 runs each: the tiled kernel's shapes (INTERVENE_GPU_TILE=
+# bm,bn,bk,tm,tn), the default with naga's loop countdown back on, and the register-blocked
+# kernel (tile off) at its best block from the first H200 run. Each line of the summary is
+# the 4096^3 figure and its fraction of the peak.
+sweep() { # name env...
+  local name=$1
+  shift
+  env "$@" timeout 60 "$dir/gpu_bench" --quick --matmul-only --gpu-only >"$out/mm_$name.txt" 2>&1
+  local rc=$?
+  local big
+  big=$(awk -F'|' '/^\| 4096 x/ {gsub(/ /, "", $4); print $4}' "$out/mm_$name.txt")
+  local rest
+  rest=$(awk -F'|' '/^\| [0-9]/ && !/^\| 4096/ {gsub(/ /, "", $4); printf "%s ", $4}' "$out/mm_$name.txt")
+  local err
+  err=$(awk -F'|' '/^\| [0-9]/ {gsub(/ /, "", $6); printf "%s ", $6}' "$out/mm_$name.txt")
+  local frac=
+  [ -n "$peak_gflops" ] && [ -n "$big" ] && frac=$(awk -v g="$big" -v p="$peak_gflops" 'BEGIN {printf "%.1f%%", 100 * g / p}')
+  log "sweep $name: exit $rc; 4096^3 ${big:-?} GFLOP/s ${frac:+($frac of peak)}; 1024^3/512x576x1536/512x1536x576: ${rest:-?}; max rel err: $err"
+}
+sweep default
+sweep loopbound INTERVENE_GPU_LOOP_BOUNDING=1
+for t in 128,128,8,8,8 128,128,32,8,8 64,64,16,4,4 128,64,16,8,4 64,128,16,4,8 128,128,32,4,4 \
+  256,128,16,16,8 128,256,16,8,16 256,128,32,16,8; do
+  sweep "$t" INTERVENE_GPU_TILE=$t
 done
+sweep off_32_8_4 INTERVENE_GPU_TILE=off INTERVENE_GPU_MATMUL=32,8,4
 run cli_help 20 "$dir/intervene" --help
 log "overall: $([ $status -eq 0 ] && echo ok || echo FAILED)"
 exit $status

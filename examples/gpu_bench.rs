@@ -3,7 +3,7 @@
 //! SmolLM2-135M MLP shapes 512x576x1536 and 512x1536x576 (plus 4096^3 on a hardware adapter).
 //! Forward: SmolLM2-135M-sized random weights, a 128-token prefill with last-position logits.
 //!
-//! Run: `cargo run --release --example gpu_bench [-- --quick] [--matmul-only]`.
+//! Run: `cargo run --release --example gpu_bench [-- --quick] [--matmul-only] [--gpu-only]`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -49,6 +49,8 @@ const SMOLLM2: &str = r#"{"architectures":["LlamaForCausalLM"],"model_type":"lla
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let quick = std::env::args().any(|a| a == "--quick");
     let matmul_only = std::env::args().any(|a| a == "--matmul-only");
+    // Tile sweeps: skip the CPU product (the GPU's result is still checked, on samples).
+    let gpu_only = std::env::args().any(|a| a == "--gpu-only");
     let gpu = Gpu::new(AdapterPolicy::Any)?;
     println!("adapter: {}", gpu.describe());
     println!("tuning: {:?}", gpu.tuning());
@@ -58,14 +60,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shapes.push((4096, 4096, 4096));
     }
     let reps = if quick { 3 } else { 7 };
-    println!("| M x K x N | CPU GFLOP/s | GPU GFLOP/s | GPU ms |");
-    println!("|---|---|---|---|");
+    println!("| M x K x N | CPU GFLOP/s | GPU GFLOP/s | GPU ms | GPU max rel err |");
+    println!("|---|---|---|---|---|");
     for &(m, k, n) in &shapes {
         let x = random(m * k, 1, 1.0);
         let w = random(n * k, 2, 0.05);
         let flops = 2.0 * (m * n * k) as f64;
         let mut y = vec![0.0f32; m * n];
-        let cpu = median(reps, || cpu_linear(&x, &w, None, &mut y, m, k, n, false));
+        let cpu = if gpu_only {
+            f64::NAN
+        } else {
+            median(reps, || cpu_linear(&x, &w, None, &mut y, m, k, n, false))
+        };
         let gx = GpuTensor::upload(&gpu, &[m, k], &x)?;
         let gw = GpuTensor::upload(&gpu, &[n, k], &w)?;
         let gy = GpuTensor::zeros(&gpu, &[m, n])?;
@@ -74,9 +80,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             gpu_linear(&gpu, &gx, &gw, None, &gy, false).expect("gpu linear");
             gpu.sync().expect("sync");
         });
+        // 512 sampled outputs against an f64 dot product, relative to the row-and-column
+        // scale sum |x||w|, so a fast but wrong kernel shows here.
+        let got = gy.download(&gpu)?;
+        let mut err = 0.0f64;
+        for s in 0..512u64 {
+            let (i, j) = ((s * 7919) as usize % m, (s * 104_729 + 13) as usize % n);
+            let (xr, wr) = (&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
+            let dot: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let mag: f64 = xr
+                .iter()
+                .zip(wr)
+                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                .sum();
+            err = err.max((got[i * n + j] as f64 - dot).abs() / mag.max(f64::MIN_POSITIVE));
+        }
+        let cpu = if gpu_only {
+            "-".to_string()
+        } else {
+            format!("{:.1}", flops / cpu / 1e9)
+        };
         println!(
-            "| {m} x {k} x {n} | {:.1} | {:.1} | {:.2} |",
-            flops / cpu / 1e9,
+            "| {m} x {k} x {n} | {cpu} | {:.1} | {:.2} | {err:.1e} |",
             flops / g / 1e9,
             g * 1e3
         );

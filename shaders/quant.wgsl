@@ -4,8 +4,8 @@
 // index clamp(round(x / scale) + zero, 0, maxq) and its value scale * (index - zero).
 // The CPU's f32 arithmetic in the CPU's order, with round-half-to-even (WGSL `round`), so the
 // result is bit-identical as long as division is correctly rounded. Vulkan only promises
-// 2.5 ULP for `/`, so every division goes through `div_rn`, which corrects the quotient with
-// its exact residual (see there).
+// 2.5 ULP for `/`, so every division goes through `div_rn`, which divides in integers (see
+// there).
 
 struct Params {
     rows: u32,
@@ -25,28 +25,97 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> zeros: array<f32>;    // [rows, ng]
 @group(0) @binding(5) var<uniform> params: Params;
 
-// x = hi + lo exactly, each with at most 12 significant bits (the low 12 mantissa bits of x
-// masked off for hi), so every product of two halves is exact in f32.
-fn split(x: f32) -> vec2<f32> {
-    let hi = bitcast<f32>(bitcast<u32>(x) & 0xFFFFF000u);
-    return vec2<f32>(hi, x - hi);
+// a / b rounded to nearest-even, by integer long division of the significands. Vulkan only
+// promises 2.5 ULP for `/`, and a float correction of the quotient by its residual (Dekker
+// products) still came out one ULP off under NVIDIA's compiler, which may contract and reorder
+// float arithmetic (bench/RESULTS.md, H200 run); integer arithmetic is exact on every driver.
+// Subnormal inputs and results and signed zeros as IEEE division; infinities, NaN and a zero
+// divisor (never passed here: ranges are finite, scales positive) go to the driver's `/`.
+fn div_rn(a: f32, b: f32) -> f32 {
+    let ua = bitcast<u32>(a);
+    let ub = bitcast<u32>(b);
+    let sign = (ua ^ ub) & 0x80000000u;
+    var ea = i32((ua >> 23u) & 0xFFu);
+    var eb = i32((ub >> 23u) & 0xFFu);
+    var ma = ua & 0x7FFFFFu;
+    var mb = ub & 0x7FFFFFu;
+    if (ea == 255 || eb == 255 || (eb == 0 && mb == 0u)) {
+        return a / b;
+    }
+    if (ea == 0 && ma == 0u) {
+        return bitcast<f32>(sign);
+    }
+    // Significands with their leading one at bit 23 (subnormals shifted up).
+    if (ea == 0) {
+        let s = countLeadingZeros(ma) - 8u;
+        ma = ma << s;
+        ea = 1 - i32(s);
+    } else {
+        ma = ma | 0x800000u;
+    }
+    if (eb == 0) {
+        let s = countLeadingZeros(mb) - 8u;
+        mb = mb << s;
+        eb = 1 - i32(s);
+    } else {
+        mb = mb | 0x800000u;
+    }
+    // Biased exponent of the quotient once ma / mb is brought into [1, 2).
+    var e = ea - eb + 127;
+    if (ma < mb) {
+        ma = ma << 1u;
+        e = e - 1;
+    }
+    // Restoring division: q = floor(ma * 2^23 / mb) (24 bits), r = twice the remainder.
+    var q = 0u;
+    var r = ma;
+    for (var i = 0u; i < 24u; i++) {
+        q = q << 1u;
+        if (r >= mb) {
+            r = r - mb;
+            q = q | 1u;
+        }
+        r = r << 1u;
+    }
+    if (e >= 1) {
+        if (r > mb || (r == mb && (q & 1u) == 1u)) {
+            q = q + 1u;
+            if (q == 0x1000000u) {
+                q = q >> 1u;
+                e = e + 1;
+            }
+        }
+        if (e >= 255) {
+            return bitcast<f32>(sign | 0x7F800000u);
+        }
+        return bitcast<f32>(sign | (u32(e) << 23u) | (q & 0x7FFFFFu));
+    }
+    // Subnormal result: q * 2^(e - 1) units of 2^-149, rounded once from the exact value.
+    let s = u32(1 - e);
+    if (s >= 25u) {
+        return bitcast<f32>(sign);
+    }
+    let kept = q >> s;
+    let dropped = q & ((1u << s) - 1u);
+    let half = 1u << (s - 1u);
+    var m = kept;
+    if (dropped > half || (dropped == half && (r != 0u || (kept & 1u) == 1u))) {
+        m = m + 1u;
+    }
+    return bitcast<f32>(sign | m);
 }
 
-// a / b rounded to nearest-even. Drivers may compute `/` as a * (1/b) (llvmpipe does; Vulkan
-// allows 2.5 ULP), and may or may not fuse `fma`, so the quotient is corrected with its exact
-// residual r = a - q*b, formed without relying on either: p = q*b rounded, its rounding error
-// e from Dekker's exact product of the halves, r = (a - p) - e (each step exact for a quotient
-// within a few ULP). q + r/b then lands on the correctly rounded quotient: the correction is
-// under an ULP of q, so its own rounding cannot move the result unless the exact quotient
-// lies within ~2^-20 ULP of a rounding midpoint.
-fn div_rn(a: f32, b: f32) -> f32 {
-    let q = a / b;
-    let p = q * b;
-    let qs = split(q);
-    let bs = split(b);
-    let e = ((qs.x * bs.x - p) + qs.x * bs.y + qs.y * bs.x) + qs.y * bs.y;
-    let r = (a - p) - e;
-    return q + r / b;
+// Test hook for `div_rn`: out[i] = w[i] / q[i] for i < params.rows.
+@compute @workgroup_size({{WG}})
+fn divide_rn(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * {{WG}}u + li;
+    if (i < params.rows) {
+        out[i] = div_rn(w[i], q[i]);
+    }
 }
 
 @compute @workgroup_size({{WG}})

@@ -31,10 +31,67 @@ pub struct Tuning {
     pub mm_tn: u32,
     /// Invocations per workgroup for elementwise kernels and row reductions.
     pub wg: u32,
+    /// The workgroup-memory tiled matmul (`shaders/matmul_tiled.wgsl`) where the adapter is
+    /// a hardware GPU; `None` keeps the register-blocked kernel for every product.
+    pub mm_tile: Option<MatmulTile>,
+}
+
+/// Shape of the tiled matmul: a workgroup computes a `bm x bn` tile of the output, stepping
+/// through K `bk` columns at a time, each invocation a `tm x tn` block of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MatmulTile {
+    pub bm: u32,
+    pub bn: u32,
+    pub bk: u32,
+    pub tm: u32,
+    pub tn: u32,
+}
+
+impl MatmulTile {
+    /// Invocations per workgroup.
+    pub fn threads(&self) -> u32 {
+        (self.bm / self.tm) * (self.bn / self.tn)
+    }
+
+    /// Whether the shader can be built from this shape: blocks in whole vec4s that divide the
+    /// tile, a K step in whole vec4s, every invocation staging the same number of vec4s, and
+    /// a workgroup within `max_threads` invocations and `max_shared` bytes.
+    pub fn is_valid(&self, max_threads: u32, max_shared: u32) -> bool {
+        let MatmulTile { bm, bn, bk, tm, tn } = *self;
+        let blocks = [bm, bn, bk, tm, tn].iter().all(|&v| v >= 4 && v % 4 == 0)
+            && bm % tm == 0
+            && bn % tn == 0
+            && tm <= 16
+            && tn <= 16
+            && bm <= 256
+            && bn <= 256
+            && bk <= 64;
+        if !blocks {
+            return false;
+        }
+        let threads = self.threads();
+        let shared = u64::from(bk) * u64::from(bm + bn) * 4;
+        threads <= max_threads
+            && shared <= u64::from(max_shared)
+            && (bm * bk / 4) % threads == 0
+            && (bn * bk / 4) % threads == 0
+    }
+
+    /// `bm,bn,bk,tm,tn`, as `INTERVENE_GPU_TILE` takes it.
+    pub fn parse(s: &str) -> Option<MatmulTile> {
+        let v: Vec<u32> = s
+            .split(',')
+            .map(|p| p.trim().parse().ok())
+            .collect::<Option<_>>()?;
+        let [bm, bn, bk, tm, tn] = v[..] else {
+            return None;
+        };
+        Some(MatmulTile { bm, bn, bk, tm, tn })
+    }
 }
 
 impl Tuning {
-    fn for_adapter(kind: wgpu::DeviceType) -> Tuning {
+    fn for_adapter(kind: wgpu::DeviceType, limits: &wgpu::Limits) -> Tuning {
         let mut t = match kind {
             // llvmpipe runs 8 invocations per SIMD vector and turns every per-lane load into
             // a gather: large register blocks and one-vector workgroups win there
@@ -45,12 +102,21 @@ impl Tuning {
                 mm_tm: 16,
                 mm_tn: 16,
                 wg: 64,
+                // Workgroup memory only adds barriers there (wgpu-on-cpu.md, section 3).
+                mm_tile: None,
             },
             _ => Tuning {
                 mm_wg: 64,
                 mm_tm: 4,
                 mm_tn: 4,
                 wg: 256,
+                mm_tile: Some(MatmulTile {
+                    bm: 128,
+                    bn: 128,
+                    bk: 16,
+                    tm: 8,
+                    tn: 8,
+                }),
             },
         };
         // `INTERVENE_GPU_MATMUL=wg,tm,tn` overrides the matmul shape, for tuning on a new card.
@@ -63,6 +129,27 @@ impl Tuning {
                     t.mm_tn = tn;
                 }
             }
+        }
+        // `INTERVENE_GPU_TILE=bm,bn,bk,tm,tn` (or `off`) overrides the tiled matmul.
+        if let Ok(s) = std::env::var("INTERVENE_GPU_TILE") {
+            if s.trim() == "off" {
+                t.mm_tile = None;
+            } else if let Some(tile) = MatmulTile::parse(&s) {
+                t.mm_tile = Some(tile);
+            } else {
+                eprintln!("note: INTERVENE_GPU_TILE={s:?} is not bm,bn,bk,tm,tn; ignored");
+            }
+        }
+        let (threads, shared) = (
+            limits.max_compute_invocations_per_workgroup,
+            limits.max_compute_workgroup_storage_size,
+        );
+        if let Some(tile) = t.mm_tile.filter(|tile| !tile.is_valid(threads, shared)) {
+            eprintln!(
+                "note: matmul tile {tile:?} does not fit this adapter ({threads} invocations, \
+                 {shared} bytes of workgroup memory); using the register-blocked kernel"
+            );
+            t.mm_tile = None;
         }
         t
     }
@@ -148,7 +235,7 @@ impl Gpu {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size);
         Ok(Gpu {
-            tuning: Tuning::for_adapter(info.device_type),
+            tuning: Tuning::for_adapter(info.device_type, &limits),
             pipelines: PipelineCache::default(),
             device,
             queue,

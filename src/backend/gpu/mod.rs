@@ -16,7 +16,7 @@ mod pipeline;
 pub(crate) mod testutil;
 
 pub use buffer::GpuTensor;
-pub use device::{AdapterPolicy, Gpu};
+pub use device::{AdapterPolicy, Gpu, MatmulTile};
 pub use dispatch::{grid, Grid};
 
 /// What can go wrong on the GPU path. Shape errors name the op and the operand, so a caller

@@ -17,6 +17,7 @@ use super::{GpuError, GpuResult};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
+    MatmulTiled,
     Rmsnorm,
     Rope,
     Attention,
@@ -40,6 +41,7 @@ impl Shader {
     fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
+            Shader::MatmulTiled => include_str!("../../../shaders/matmul_tiled.wgsl"),
             Shader::Rmsnorm => include_str!("../../../shaders/rmsnorm.wgsl"),
             Shader::Rope => include_str!("../../../shaders/rope.wgsl"),
             Shader::Attention => include_str!("../../../shaders/attention.wgsl"),
@@ -165,12 +167,21 @@ impl Gpu {
             eprintln!("// ---- {key:?}\n{src}");
         }
         let pipeline = self.scoped("pipeline", || {
-            let module = self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(key.entry),
-                    source: wgpu::ShaderSource::Wgsl(src.into()),
-                });
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(key.entry),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            };
+            // naga otherwise adds a countdown to every loop in case it never ends, which
+            // costs registers and blocks unrolling in the matmul's K loop; every loop in
+            // shaders/ runs over a bound taken from its parameters. Bounds checks on buffer
+            // accesses stay (`INTERVENE_GPU_LOOP_BOUNDING=1` restores the countdown, to compare).
+            let mut checks = wgpu::ShaderRuntimeChecks::checked();
+            checks.force_loop_bounding =
+                std::env::var_os("INTERVENE_GPU_LOOP_BOUNDING").is_some_and(|v| v == "1");
+            // SAFETY: `force_loop_bounding = false` requires that no shader loops forever:
+            // every loop in shaders/ counts up to a bound read from its uniform parameters or
+            // a constant, and the bounds are checked on the host before dispatch.
+            let module = unsafe { self.device.create_shader_module_trusted(desc, checks) };
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(key.entry),

@@ -6,7 +6,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, u32_of};
 use crate::backend::gpu::pipeline::{groups, KernelKey, Shader};
-use crate::backend::gpu::{Gpu, GpuError, GpuResult, GpuTensor};
+use crate::backend::gpu::{Gpu, GpuError, GpuResult, GpuTensor, MatmulTile};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -24,7 +24,8 @@ const _: () = assert!(std::mem::size_of::<Params>() == 32);
 const OP: &str = "linear";
 
 /// `y = x W^T (+ bias)`, or `y += ...` with `accumulate`. Shapes: x `[M, K]`, w `[N, K]`,
-/// bias `[N]`, y `[M, N]` (any leading dims, viewed as matrices).
+/// bias `[N]`, y `[M, N]` (any leading dims, viewed as matrices). Runs the adapter's tiled
+/// kernel where it has one and the shapes allow it, else the register-blocked one.
 pub fn linear(
     gpu: &Gpu,
     x: &GpuTensor,
@@ -32,6 +33,20 @@ pub fn linear(
     bias: Option<&GpuTensor>,
     y: &GpuTensor,
     accumulate: bool,
+) -> GpuResult<()> {
+    linear_with(gpu, x, w, bias, y, accumulate, gpu.tuning().mm_tile)
+}
+
+/// [`linear`] with the kernel chosen by the caller (`None`: register-blocked): tests run the
+/// tiled kernel on adapters whose tuning does not pick it.
+pub(crate) fn linear_with(
+    gpu: &Gpu,
+    x: &GpuTensor,
+    w: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    y: &GpuTensor,
+    accumulate: bool,
+    tile: Option<MatmulTile>,
 ) -> GpuResult<()> {
     let (m, k) = (x.rows(), x.cols());
     let n = w.rows();
@@ -63,13 +78,50 @@ pub fn linear(
     }
     u32_of(OP, "M*N", m * n)?;
     u32_of(OP, "M*K", m * k)?;
-    let t = gpu.tuning();
-    let key = KernelKey {
-        shader: Shader::Matmul,
-        entry: "linear",
-        subs: vec![("WG", t.mm_wg), ("TM", t.mm_tm), ("TN", t.mm_tn)],
-    };
     let flags = u32::from(accumulate) | (u32::from(bias.is_some()) << 1);
+    let tile = tile.filter(|_| {
+        // vec4 reads along K: K in whole vec4s and every x/W binding a whole number of them.
+        k >= 4
+            && k % 4 == 0
+            && xb.size() % 16 == 0
+            && w.chunks.iter().all(|c| c.buf.size() % 16 == 0)
+    });
+    let t = gpu.tuning();
+    let (key, rows_per_group, cols_per_group, threads) = match tile {
+        Some(tl) => (
+            KernelKey {
+                shader: Shader::MatmulTiled,
+                entry: "linear_tiled",
+                subs: vec![
+                    ("BM", tl.bm),
+                    ("BN", tl.bn),
+                    ("BK", tl.bk),
+                    ("TM", tl.tm),
+                    ("TN", tl.tn),
+                    ("TM4", tl.tm / 4),
+                    ("TN4", tl.tn / 4),
+                    ("THREADS", tl.threads()),
+                    ("XS", tl.bk * tl.bm / 4),
+                    ("WS", tl.bk * tl.bn / 4),
+                    ("XLOADS", tl.bm * tl.bk / 4 / tl.threads()),
+                    ("WLOADS", tl.bn * tl.bk / 4 / tl.threads()),
+                ],
+            },
+            tl.bm,
+            tl.bn,
+            1,
+        ),
+        None => (
+            KernelKey {
+                shader: Shader::Matmul,
+                entry: "linear",
+                subs: vec![("WG", t.mm_wg), ("TM", t.mm_tm), ("TN", t.mm_tn)],
+            },
+            t.mm_tm,
+            t.mm_tn,
+            t.mm_wg,
+        ),
+    };
     for chunk in &w.chunks {
         if chunk.rows == 0 {
             continue;
@@ -84,13 +136,15 @@ pub fn linear(
             flags,
             _pad: [0; 2],
         };
-        let tiles = m.div_ceil(t.mm_tm as usize) * chunk.rows.div_ceil(t.mm_tn as usize);
+        // Register kernel: one invocation per block; tiled kernel: one workgroup per tile.
+        let blocks =
+            m.div_ceil(rows_per_group as usize) * chunk.rows.div_ceil(cols_per_group as usize);
         gpu.launch(
             OP,
             &key,
             &[xb, &chunk.buf, bb, yb],
             bytemuck::bytes_of(&p),
-            groups(tiles, t.mm_wg),
+            groups(blocks, threads),
         )?;
     }
     Ok(())
@@ -116,6 +170,27 @@ mod tests {
         acc: bool,
         w_chunk: Option<u64>,
     ) {
+        trial_with(
+            gpu,
+            rng,
+            (m, k, n),
+            bias,
+            acc,
+            w_chunk,
+            gpu.tuning().mm_tile,
+        );
+    }
+
+    /// [`trial`] on a chosen kernel (`tile`: None = register-blocked).
+    fn trial_with(
+        gpu: &Gpu,
+        rng: &mut Rng,
+        (m, k, n): (usize, usize, usize),
+        bias: bool,
+        acc: bool,
+        w_chunk: Option<u64>,
+        tile: Option<MatmulTile>,
+    ) {
         let x = rng.vec(m * k, 1.0);
         let w = rng.vec(n * k, 1.0);
         let b = rng.vec(n, 1.0);
@@ -130,12 +205,12 @@ mod tests {
         gpu.set_chunk_bytes(gpu.max_chunk_bytes());
         let gb = GpuTensor::upload(gpu, &[n], &b).unwrap();
         let gy = GpuTensor::upload(gpu, &[m, n], &y0).unwrap();
-        linear(gpu, &gx, &gw, bias.then_some(&gb), &gy, acc).unwrap();
+        linear_with(gpu, &gx, &gw, bias.then_some(&gb), &gy, acc, tile).unwrap();
         let got = gy.download(gpu).unwrap();
         tol::MATMUL
             .check(
                 &format!(
-                    "linear {m}x{k}x{n} bias {bias} acc {acc} chunks {}",
+                    "linear {m}x{k}x{n} bias {bias} acc {acc} chunks {} tile {tile:?}",
                     gw.chunk_count()
                 ),
                 &got,
@@ -177,6 +252,80 @@ mod tests {
             let chunk = Some(10 * 37 * 4);
             trial(gpu, &mut rng, 9, 37, 53, true, false, chunk);
             trial(gpu, &mut rng, 4, 37, 53, false, true, chunk);
+        });
+    }
+
+    /// The tiled kernel, forced on whatever adapter runs the tests, at several tile shapes:
+    /// M and N off the tile, K off the K step (and K % 4 != 0, which falls back), K = 4,
+    /// accumulate and bias, and a chunked W.
+    #[test]
+    fn tiled_kernel_matches_cpu_on_every_tile_shape() {
+        with_gpu("matmul tiled", |gpu| {
+            let mut rng = Rng::new(13);
+            let limits = gpu.limits();
+            let (threads, shared) = (
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_storage_size,
+            );
+            let tiles = [
+                (128, 128, 16, 8, 8),
+                (64, 64, 16, 4, 4),
+                (64, 128, 16, 4, 8),
+                (128, 64, 32, 8, 4),
+                (32, 32, 8, 4, 4),
+            ];
+            for (bm, bn, bk, tm, tn) in tiles {
+                let tile = MatmulTile { bm, bn, bk, tm, tn };
+                assert!(tile.is_valid(threads, shared), "{tile:?}");
+                for &(m, k, n, bias, acc) in &[
+                    (1, 4, 1, false, false),
+                    (3, 52, 130, true, true),
+                    (37, 132, 67, true, false),
+                    (129, 576, 131, false, true),
+                    (61, 97, 131, false, false),
+                    (200, 20, 257, true, false),
+                ] {
+                    trial_with(gpu, &mut rng, (m, k, n), bias, acc, None, Some(tile));
+                }
+                let chunk = Some(10 * 36 * 4);
+                trial_with(gpu, &mut rng, (9, 36, 53), true, true, chunk, Some(tile));
+            }
+            // Shapes the shader cannot be built from.
+            assert!(!MatmulTile {
+                bm: 64,
+                bn: 64,
+                bk: 16,
+                tm: 3,
+                tn: 4
+            }
+            .is_valid(1024, 1 << 15));
+            assert!(!MatmulTile {
+                bm: 256,
+                bn: 256,
+                bk: 64,
+                tm: 4,
+                tn: 4
+            }
+            .is_valid(256, 1 << 15));
+            assert!(!MatmulTile {
+                bm: 64,
+                bn: 64,
+                bk: 4,
+                tm: 4,
+                tn: 4
+            }
+            .is_valid(256, 1 << 15));
+            assert_eq!(
+                MatmulTile::parse(" 128,64,16 ,8,4"),
+                Some(MatmulTile {
+                    bm: 128,
+                    bn: 64,
+                    bk: 16,
+                    tm: 8,
+                    tn: 4
+                })
+            );
+            assert_eq!(MatmulTile::parse("128,64,16,8"), None);
         });
     }
 

@@ -2,7 +2,7 @@
 //! `interventions::compress::rtn` (round-to-nearest per group, GPTQ or AWQ grid) and
 //! `QuantizedWeight::params(..).dequant`. Bound: **bit-identical** to the CPU (indices,
 //! scales, zero points and dequantised values), given IEEE min/max/add/mul (which Vulkan
-//! requires) and the shader's FMA-corrected division (`div_rn` in `shaders/quant.wgsl`).
+//! requires) and the shader's integer division (`div_rn` in `shaders/quant.wgsl`).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -142,6 +142,97 @@ mod tests {
     use crate::backend::gpu::testutil::with_gpu;
     use crate::interventions::compress::rtn::rtn;
     use crate::interventions::compress::TestRng;
+
+    /// `div_rn` against the CPU's IEEE division, bit for bit: random finite operands over the
+    /// whole exponent range, quotients that overflow or land in the subnormals (ties there
+    /// included), subnormal operands and signed zeros.
+    #[test]
+    fn shader_division_is_correctly_rounded() {
+        with_gpu("div_rn", |gpu| {
+            let mut rng = TestRng::new(182);
+            let mut bits = || rng.next_u64() as u32;
+            let mut pairs: Vec<(f32, f32)> = Vec::new();
+            for _ in 0..4000 {
+                // Random significands and signs; exponents anywhere from subnormal to huge.
+                let (a, b, ea, eb) = (bits(), bits(), bits() % 254, bits() % 254);
+                let a = f32::from_bits((a & 0x807F_FFFF) | (ea << 23));
+                let b = f32::from_bits((b & 0x807F_FFFF) | (eb << 23));
+                if b != 0.0 {
+                    pairs.push((a, b));
+                }
+            }
+            for _ in 0..2000 {
+                // Ranges over small grid sizes: the division quantisation does.
+                let a = f32::from_bits(bits() & 0x3FFF_FFFF);
+                pairs.push((a, (1 + bits() % 255) as f32));
+            }
+            let tiny = f32::from_bits(1);
+            pairs.extend([
+                (3.0 * tiny, 2.0), // 1.5 ulp of the subnormals: a tie, to even (2)
+                (5.0 * tiny, 2.0), // 2.5 -> 2
+                (7.0 * tiny, 2.0), // 3.5 -> 4
+                (f32::MIN_POSITIVE, 3.0),
+                (f32::MIN_POSITIVE, 1.0 + f32::EPSILON),
+                (tiny, 0.5),
+                (tiny, 3.0),
+                (f32::MAX, 0.5),
+                (f32::MAX, 1.0 - f32::EPSILON / 2.0),
+                (-0.0, 3.0),
+                (0.0, -3.0),
+                (1.0, 3.0),
+                (-2.0, 7.0),
+                (0.470_433_2 * 7.0, 7.0),
+                (6.0 * tiny, 1.5 * f32::MIN_POSITIVE),
+            ]);
+            let (a, b): (Vec<f32>, Vec<f32>) = pairs.iter().copied().unzip();
+            let n = a.len();
+            let ga = GpuTensor::upload(gpu, &[n], &a).unwrap();
+            let gb = GpuTensor::upload(gpu, &[n], &b).unwrap();
+            let gq = GpuTensor::zeros(gpu, &[n]).unwrap();
+            let p = Params {
+                rows: n as u32,
+                cols: 1,
+                gw: 1,
+                ng: 1,
+                grid: 0,
+                maxq: 1.0,
+                _pad: [0; 2],
+            };
+            let (k, wg) = key(gpu, "divide_rn");
+            gpu.launch_bound(
+                "divide_rn",
+                &k,
+                &[
+                    (0, ga.single("t", "a").unwrap()),
+                    (1, gq.single("t", "q").unwrap()),
+                    (2, gb.single("t", "b").unwrap()),
+                ],
+                5,
+                bytemuck::bytes_of(&p),
+                groups(n, wg),
+            )
+            .unwrap();
+            let got = gq.download(gpu).unwrap();
+            let wrong: Vec<String> = (0..n)
+                .filter(|&i| got[i].to_bits() != (a[i] / b[i]).to_bits())
+                .map(|i| {
+                    format!(
+                        "{:e} / {:e}: {:e} not {:e}",
+                        a[i],
+                        b[i],
+                        got[i],
+                        a[i] / b[i]
+                    )
+                })
+                .collect();
+            assert!(
+                wrong.is_empty(),
+                "{} of {n} quotients differ: {:?}",
+                wrong.len(),
+                &wrong[..wrong.len().min(8)]
+            );
+        });
+    }
 
     #[test]
     fn matches_the_cpu_oracle_bit_for_bit_on_every_grid() {
