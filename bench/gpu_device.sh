@@ -57,6 +57,33 @@ JSON
   fi
 fi
 
+# Does wgpu see an adapter? If not, keep the loader's own account of why, then try an ICD
+# manifest of our own for whichever NVIDIA Vulkan library the image has.
+probe() {
+  timeout 60 "$dir/gpu_bench" --quick --matmul-only --gpu-only >"$out/probe_$1.txt" 2>&1 &&
+    grep -q '^adapter:' "$out/probe_$1.txt"
+}
+if ! probe first; then
+  log "no adapter with the setup above; loader log in $out/loader_debug.txt"
+  VK_LOADER_DEBUG=error,warn,driver timeout 60 "$dir/gpu_bench" --quick --matmul-only --gpu-only \
+    >"$out/loader_debug.txt" 2>&1
+  grep -iE 'error|warn|fail|nvidia' "$out/loader_debug.txt" | head -15 | tee -a "$summary"
+  for lib in $(find / -xdev \( -name 'libGLX_nvidia.so.0' -o -name 'libEGL_nvidia.so.0' \
+    -o -name 'libnvidia-vulkan-producer.so*' \) 2>/dev/null | head -4); do
+    cat >"$out/nvidia_icd_own.json" <<JSON
+{"file_format_version": "1.0.0", "ICD": {"library_path": "$lib", "api_version": "1.3.0"}}
+JSON
+    export VK_DRIVER_FILES="$out/nvidia_icd_own.json" VK_ICD_FILENAMES="$out/nvidia_icd_own.json"
+    if probe own; then
+      log "vulkan icd: own manifest for $lib works"
+      break
+    fi
+    log "vulkan icd: own manifest for $lib: no adapter"
+    unset VK_DRIVER_FILES VK_ICD_FILENAMES
+  done
+fi
+grep -m1 '^adapter:' "$out"/probe_*.txt | tee -a "$summary"
+
 # Tests find fixtures through the path they were built in; point it here if it is missing.
 built=$(cat "$dir/MANIFEST_DIR" 2>/dev/null || true)
 if [ -n "$built" ] && [ ! -e "$built/fixtures" ]; then
@@ -106,10 +133,11 @@ if command -v nvidia-smi >/dev/null; then
   fi
 fi
 
-# Matmul sweep, GPU only, 3 runs each: the tiled kernel's shapes (INTERVENE_GPU_TILE=
-# bm,bn,bk,tm,tn), the default with naga's loop countdown back on, and the register-blocked
-# kernel (tile off) at its best block from the first H200 run. Each line of the summary is
-# the 4096^3 figure and its fraction of the peak.
+# Matmul sweep, GPU only, 3 runs each: the default (whose tile steps down for small outputs,
+# INTERVENE_GPU_TILE_MIN_GROUPS), the default with naga's loop countdown back on, fixed tile
+# shapes (INTERVENE_GPU_TILE=bm,bn,bk,tm,tn, never stepped down), and the register-blocked
+# kernel (tile off) at its best block from the first H200 run. Each summary line has the
+# 4096^3 figure and its fraction of the peak.
 sweep() { # name env...
   local name=$1
   shift
@@ -126,10 +154,12 @@ sweep() { # name env...
   log "sweep $name: exit $rc; 4096^3 ${big:-?} GFLOP/s ${frac:+($frac of peak)}; 1024^3/512x576x1536/512x1536x576: ${rest:-?}; max rel err: $err"
 }
 sweep default
+sweep default_again
+sweep default_no_step_down INTERVENE_GPU_TILE_MIN_GROUPS=0
 sweep loopbound INTERVENE_GPU_LOOP_BOUNDING=1
-for t in 128,128,8,8,8 128,128,32,8,8 64,64,16,4,4 128,64,16,8,4 64,128,16,4,8 128,128,32,4,4 \
-  256,128,16,16,8 128,256,16,8,16 256,128,32,16,8; do
-  sweep "$t" INTERVENE_GPU_TILE=$t
+for t in 128,128,16,8,8 128,128,8,8,8 128,128,32,8,8 64,64,16,4,4 128,64,16,8,4 64,128,16,4,8 \
+  128,128,32,4,4 256,128,16,16,8 128,256,16,8,16 256,128,32,16,8; do
+  sweep "tile_${t//,/_}" INTERVENE_GPU_TILE=$t INTERVENE_GPU_TILE_MIN_GROUPS=0
 done
 sweep off_32_8_4 INTERVENE_GPU_TILE=off INTERVENE_GPU_MATMUL=32,8,4
 run cli_help 20 "$dir/intervene" --help

@@ -34,6 +34,9 @@ pub struct Tuning {
     /// The workgroup-memory tiled matmul (`shaders/matmul_tiled.wgsl`) where the adapter is
     /// a hardware GPU; `None` keeps the register-blocked kernel for every product.
     pub mm_tile: Option<MatmulTile>,
+    /// A product whose output gives fewer workgroups than this runs on a smaller tile
+    /// ([`MatmulTile::fitted`]), so small products still fill the card; 0 never shrinks.
+    pub mm_min_groups: usize,
 }
 
 /// Shape of the tiled matmul: a workgroup computes a `bm x bn` tile of the output, stepping
@@ -77,6 +80,44 @@ impl MatmulTile {
             && (bn * bk / 4) % threads == 0
     }
 
+    /// The tile for an `m x n` output: this one, or if it gives fewer than `min_groups`
+    /// workgroups, the next smaller one (the wider side and its block halved, the invocation
+    /// count kept) while that is still a valid shape. Every output element sums its products
+    /// in the same order whatever the tile, so the choice does not change a bit of the result.
+    pub fn fitted(
+        self,
+        m: usize,
+        n: usize,
+        min_groups: usize,
+        max_threads: u32,
+        max_shared: u32,
+    ) -> MatmulTile {
+        let mut t = self;
+        loop {
+            let groups = m.div_ceil(t.bm as usize) * n.div_ceil(t.bn as usize);
+            if groups >= min_groups {
+                return t;
+            }
+            let smaller = if t.bn >= t.bm {
+                MatmulTile {
+                    bn: t.bn / 2,
+                    tn: t.tn / 2,
+                    ..t
+                }
+            } else {
+                MatmulTile {
+                    bm: t.bm / 2,
+                    tm: t.tm / 2,
+                    ..t
+                }
+            };
+            if !smaller.is_valid(max_threads, max_shared) {
+                return t;
+            }
+            t = smaller;
+        }
+    }
+
     /// `bm,bn,bk,tm,tn`, as `INTERVENE_GPU_TILE` takes it.
     pub fn parse(s: &str) -> Option<MatmulTile> {
         let v: Vec<u32> = s
@@ -104,6 +145,7 @@ impl Tuning {
                 wg: 64,
                 // Workgroup memory only adds barriers there (wgpu-on-cpu.md, section 3).
                 mm_tile: None,
+                mm_min_groups: 0,
             },
             _ => Tuning {
                 mm_wg: 64,
@@ -117,6 +159,9 @@ impl Tuning {
                     tm: 8,
                     tn: 8,
                 }),
+                // On the H200 (132 SMs), 1024^3 and the SmolLM2 MLP products ran fastest on
+                // the largest tile giving about 128 workgroups or more (bench/RESULTS.md).
+                mm_min_groups: 128,
             },
         };
         // `INTERVENE_GPU_MATMUL=wg,tm,tn` overrides the matmul shape, for tuning on a new card.
@@ -138,6 +183,14 @@ impl Tuning {
                 t.mm_tile = Some(tile);
             } else {
                 eprintln!("note: INTERVENE_GPU_TILE={s:?} is not bm,bn,bk,tm,tn; ignored");
+            }
+        }
+        if let Ok(s) = std::env::var("INTERVENE_GPU_TILE_MIN_GROUPS") {
+            match s.trim().parse() {
+                Ok(v) => t.mm_min_groups = v,
+                Err(_) => {
+                    eprintln!("note: INTERVENE_GPU_TILE_MIN_GROUPS={s:?} is not a count; ignored")
+                }
             }
         }
         let (threads, shared) = (

@@ -87,45 +87,55 @@ pub(crate) fn linear_with(
             && w.chunks.iter().all(|c| c.buf.size() % 16 == 0)
     });
     let t = gpu.tuning();
-    let (key, rows_per_group, cols_per_group, threads) = match tile {
-        Some(tl) => (
-            KernelKey {
-                shader: Shader::MatmulTiled,
-                entry: "linear_tiled",
-                subs: vec![
-                    ("BM", tl.bm),
-                    ("BN", tl.bn),
-                    ("BK", tl.bk),
-                    ("TM", tl.tm),
-                    ("TN", tl.tn),
-                    ("TM4", tl.tm / 4),
-                    ("TN4", tl.tn / 4),
-                    ("THREADS", tl.threads()),
-                    ("XS", tl.bk * tl.bm / 4),
-                    ("WS", tl.bk * tl.bn / 4),
-                    ("XLOADS", tl.bm * tl.bk / 4 / tl.threads()),
-                    ("WLOADS", tl.bn * tl.bk / 4 / tl.threads()),
-                ],
-            },
-            tl.bm,
-            tl.bn,
-            1,
-        ),
-        None => (
-            KernelKey {
-                shader: Shader::Matmul,
-                entry: "linear",
-                subs: vec![("WG", t.mm_wg), ("TM", t.mm_tm), ("TN", t.mm_tn)],
-            },
-            t.mm_tm,
-            t.mm_tn,
-            t.mm_wg,
-        ),
-    };
+    let limits = gpu.limits();
     for chunk in &w.chunks {
         if chunk.rows == 0 {
             continue;
         }
+        let tile = tile.map(|tl| {
+            tl.fitted(
+                m,
+                chunk.rows,
+                t.mm_min_groups,
+                limits.max_compute_invocations_per_workgroup,
+                limits.max_compute_workgroup_storage_size,
+            )
+        });
+        let (key, rows_per_group, cols_per_group, threads) = match tile {
+            Some(tl) => (
+                KernelKey {
+                    shader: Shader::MatmulTiled,
+                    entry: "linear_tiled",
+                    subs: vec![
+                        ("BM", tl.bm),
+                        ("BN", tl.bn),
+                        ("BK", tl.bk),
+                        ("TM", tl.tm),
+                        ("TN", tl.tn),
+                        ("TM4", tl.tm / 4),
+                        ("TN4", tl.tn / 4),
+                        ("THREADS", tl.threads()),
+                        ("XS", tl.bk * tl.bm / 4),
+                        ("WS", tl.bk * tl.bn / 4),
+                        ("XLOADS", tl.bm * tl.bk / 4 / tl.threads()),
+                        ("WLOADS", tl.bn * tl.bk / 4 / tl.threads()),
+                    ],
+                },
+                tl.bm,
+                tl.bn,
+                1,
+            ),
+            None => (
+                KernelKey {
+                    shader: Shader::Matmul,
+                    entry: "linear",
+                    subs: vec![("WG", t.mm_wg), ("TM", t.mm_tm), ("TN", t.mm_tn)],
+                },
+                t.mm_tm,
+                t.mm_tn,
+                t.mm_wg,
+            ),
+        };
         u32_of(OP, "W chunk", chunk.rows * k)?;
         let p = Params {
             m: m as u32,
@@ -269,6 +279,7 @@ mod tests {
             );
             let tiles = [
                 (128, 128, 16, 8, 8),
+                (128, 64, 16, 8, 4),
                 (64, 64, 16, 4, 4),
                 (64, 128, 16, 4, 8),
                 (128, 64, 32, 8, 4),
@@ -327,6 +338,37 @@ mod tests {
             );
             assert_eq!(MatmulTile::parse("128,64,16,8"), None);
         });
+    }
+
+    /// The hardware default steps down 128x128 -> 128x64 -> 64x64 as outputs get small.
+    #[test]
+    fn small_products_get_smaller_tiles() {
+        let big = MatmulTile {
+            bm: 128,
+            bn: 128,
+            bk: 16,
+            tm: 8,
+            tn: 8,
+        };
+        let fit = |m, n| big.fitted(m, n, 128, 1024, 49152);
+        let half = MatmulTile {
+            bn: 64,
+            tn: 4,
+            ..big
+        };
+        let quarter = MatmulTile {
+            bm: 64,
+            tm: 4,
+            ..half
+        };
+        assert_eq!(fit(4096, 4096), big);
+        assert_eq!(fit(1024, 1024), half);
+        assert_eq!(fit(512, 576), quarter);
+        assert_eq!(fit(1, 1), quarter);
+        assert_eq!(big.fitted(1, 1, 0, 1024, 49152), big);
+        for t in [big, half, quarter] {
+            assert_eq!(t.threads(), 256);
+        }
     }
 
     #[test]
