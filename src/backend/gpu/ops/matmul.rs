@@ -301,6 +301,32 @@ mod tests {
                 let chunk = Some(10 * 36 * 4);
                 trial_with(gpu, &mut rng, (9, 36, 53), true, true, chunk, Some(tile));
             }
+            // Every tile sums each output's products in the same order: the same bits.
+            let (m, k, n) = (67, 100, 131);
+            let x = rng.vec(m * k, 1.0);
+            let w = rng.vec(n * k, 1.0);
+            let gx = GpuTensor::upload(gpu, &[m, k], &x).unwrap();
+            let gw = GpuTensor::upload(gpu, &[n, k], &w).unwrap();
+            let outs: Vec<Vec<u32>> = tiles
+                .iter()
+                .map(|&(bm, bn, bk, tm, tn)| {
+                    let tile = MatmulTile { bm, bn, bk, tm, tn };
+                    let gy = GpuTensor::zeros(gpu, &[m, n]).unwrap();
+                    linear_with(gpu, &gx, &gw, None, &gy, false, Some(tile)).unwrap();
+                    gy.download(gpu)
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect()
+                })
+                .collect();
+            for (o, t) in outs.iter().zip(&tiles).skip(1) {
+                assert!(
+                    o == &outs[0],
+                    "tile {t:?} differs from {:?} in bits",
+                    tiles[0]
+                );
+            }
             // Shapes the shader cannot be built from.
             assert!(!MatmulTile {
                 bm: 64,
