@@ -3,20 +3,10 @@
 // every loaded x and W value feeds TN (resp. TM) multiply-adds. The block is fully unrolled
 // (`//#unroll`, expanded on the host): its TM * TN accumulators are distinct scalars that
 // the driver can keep in registers, where an indexed private array would live in memory.
-// No workgroup memory: on software rasterisers it only adds barriers; on hardware, TM/TN/WG
-// are the tuning knobs (device.rs, `Tuning`). W may be one row chunk of a larger weight
-// (rows n0..n0+n_len).
-
-struct Params {
-    m: u32,
-    k: u32,
-    n: u32,      // row stride of y (all output columns)
-    n0: u32,     // first output column this chunk of W covers
-    n_len: u32,  // output columns in this chunk
-    flags: u32,  // bit 0: add to y; bit 1: add bias
-    _pad0: u32,
-    _pad1: u32,
-}
+// No workgroup memory: on software rasterisers it only adds barriers (hardware adapters run
+// matmul_tiled.wgsl wherever K % 4 == 0). TM/TN/WG are the tuning knobs (device.rs,
+// `Tuning`). W may be one row chunk of a larger weight (rows n0..n0+n_len). `Params` and
+// `store` come from linear_common.wgsl.
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
@@ -91,19 +81,4 @@ fn linear(
     store(row0 + $Iu, col0 + $Ju, acc$I_$J);
     //#end
     //#end
-}
-
-fn store(r: u32, c: u32, a: f32) {
-    if (r >= params.m || c >= params.n_len) {
-        return;
-    }
-    let idx = r * params.n + params.n0 + c;
-    var v = a;
-    if ((params.flags & 1u) != 0u) {
-        v += y[idx];
-    }
-    if ((params.flags & 2u) != 0u) {
-        v += bias[params.n0 + c];
-    }
-    y[idx] = v;
 }

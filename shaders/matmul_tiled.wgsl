@@ -12,18 +12,7 @@
 // ops/matmul.rs checks both and otherwise uses matmul.wgsl. Rows past M or past the W chunk
 // are clamped into range when staged (their results are computed and not stored) and K past
 // its end reads as zeros, so the inner loop has no branches. W may be one row chunk of a
-// larger weight (rows n0..n0+n_len).
-
-struct Params {
-    m: u32,
-    k: u32,
-    n: u32,      // row stride of y (all output columns)
-    n0: u32,     // first output column this chunk of W covers
-    n_len: u32,  // output columns in this chunk
-    flags: u32,  // bit 0: add to y; bit 1: add bias
-    _pad0: u32,
-    _pad1: u32,
-}
+// larger weight (rows n0..n0+n_len). `Params` and `store` come from linear_common.wgsl.
 
 @group(0) @binding(0) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
@@ -160,19 +149,4 @@ fn store4(r: u32, c: u32, a: vec4<f32>) {
     store(r, c + 1u, a.y);
     store(r, c + 2u, a.z);
     store(r, c + 3u, a.w);
-}
-
-fn store(r: u32, c: u32, a: f32) {
-    if (r >= params.m || c >= params.n_len) {
-        return;
-    }
-    let idx = r * params.n + params.n0 + c;
-    var v = a;
-    if ((params.flags & 1u) != 0u) {
-        v += y[idx];
-    }
-    if ((params.flags & 2u) != 0u) {
-        v += bias[params.n0 + c];
-    }
-    y[idx] = v;
 }

@@ -25,6 +25,23 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> zeros: array<f32>;    // [rows, ng]
 @group(0) @binding(5) var<uniform> params: Params;
 
+// A finite nonzero f32's significand with its leading one at bit 23 (a subnormal's shifted
+// up) and its biased exponent to match (below 1 for subnormals).
+struct Normalised {
+    m: u32,
+    e: i32,
+}
+
+fn normalised(u: u32) -> Normalised {
+    let e = i32((u >> 23u) & 0xFFu);
+    let m = u & 0x7FFFFFu;
+    if (e == 0) {
+        let s = countLeadingZeros(m) - 8u;
+        return Normalised(m << s, 1 - i32(s));
+    }
+    return Normalised(m | 0x800000u, e);
+}
+
 // a / b rounded to nearest-even, by integer long division of the significands. Vulkan only
 // promises 2.5 ULP for `/`, and a float correction of the quotient by its residual (Dekker
 // products) still came out one ULP off under NVIDIA's compiler, which may contract and reorder
@@ -35,33 +52,19 @@ fn div_rn(a: f32, b: f32) -> f32 {
     let ua = bitcast<u32>(a);
     let ub = bitcast<u32>(b);
     let sign = (ua ^ ub) & 0x80000000u;
-    var ea = i32((ua >> 23u) & 0xFFu);
-    var eb = i32((ub >> 23u) & 0xFFu);
-    var ma = ua & 0x7FFFFFu;
-    var mb = ub & 0x7FFFFFu;
-    if (ea == 255 || eb == 255 || (eb == 0 && mb == 0u)) {
+    let inf_exp = 0x7F800000u;
+    if ((ua & inf_exp) == inf_exp || (ub & inf_exp) == inf_exp || (ub & 0x7FFFFFFFu) == 0u) {
         return a / b;
     }
-    if (ea == 0 && ma == 0u) {
+    if ((ua & 0x7FFFFFFFu) == 0u) {
         return bitcast<f32>(sign);
     }
-    // Significands with their leading one at bit 23 (subnormals shifted up).
-    if (ea == 0) {
-        let s = countLeadingZeros(ma) - 8u;
-        ma = ma << s;
-        ea = 1 - i32(s);
-    } else {
-        ma = ma | 0x800000u;
-    }
-    if (eb == 0) {
-        let s = countLeadingZeros(mb) - 8u;
-        mb = mb << s;
-        eb = 1 - i32(s);
-    } else {
-        mb = mb | 0x800000u;
-    }
+    let na = normalised(ua);
+    let nb = normalised(ub);
+    var ma = na.m;
+    let mb = nb.m;
     // Biased exponent of the quotient once ma / mb is brought into [1, 2).
-    var e = ea - eb + 127;
+    var e = na.e - nb.e + 127;
     if (ma < mb) {
         ma = ma << 1u;
         e = e - 1;

@@ -40,8 +40,14 @@ pub enum Shader {
 impl Shader {
     fn source(self) -> &'static str {
         match self {
-            Shader::Matmul => include_str!("../../../shaders/matmul.wgsl"),
-            Shader::MatmulTiled => include_str!("../../../shaders/matmul_tiled.wgsl"),
+            Shader::Matmul => concat!(
+                include_str!("../../../shaders/matmul.wgsl"),
+                include_str!("../../../shaders/linear_common.wgsl")
+            ),
+            Shader::MatmulTiled => concat!(
+                include_str!("../../../shaders/matmul_tiled.wgsl"),
+                include_str!("../../../shaders/linear_common.wgsl")
+            ),
             Shader::Rmsnorm => include_str!("../../../shaders/rmsnorm.wgsl"),
             Shader::Rope => include_str!("../../../shaders/rope.wgsl"),
             Shader::Attention => include_str!("../../../shaders/attention.wgsl"),

@@ -327,31 +327,16 @@ mod tests {
                     tiles[0]
                 );
             }
-            // Shapes the shader cannot be built from.
-            assert!(!MatmulTile {
-                bm: 64,
-                bn: 64,
-                bk: 16,
-                tm: 3,
-                tn: 4
+            // Shapes the shader cannot be built from: a 3-row block, 4096 invocations,
+            // staging that does not divide among the invocations.
+            for (shape, threads) in [
+                ("64,64,16,3,4", 1024),
+                ("256,256,64,4,4", 256),
+                ("64,64,4,4,4", 256),
+            ] {
+                let tile = MatmulTile::parse(shape).unwrap();
+                assert!(!tile.is_valid(threads, 1 << 15), "{shape}");
             }
-            .is_valid(1024, 1 << 15));
-            assert!(!MatmulTile {
-                bm: 256,
-                bn: 256,
-                bk: 64,
-                tm: 4,
-                tn: 4
-            }
-            .is_valid(256, 1 << 15));
-            assert!(!MatmulTile {
-                bm: 64,
-                bn: 64,
-                bk: 4,
-                tm: 4,
-                tn: 4
-            }
-            .is_valid(256, 1 << 15));
             assert_eq!(
                 MatmulTile::parse(" 128,64,16 ,8,4"),
                 Some(MatmulTile {
