@@ -37,28 +37,14 @@ elif [ -e "$dir/lib/libvulkan.so.1" ]; then
 else
   log "vulkan loader: none found and none carried"
 fi
-# The NVIDIA ICD manifest: containers often get the driver's libraries without the JSON
-# that tells the loader about them; write one pointing at libGLX_nvidia.so.0 if so.
+# The NVIDIA ICD manifest. Containers may get the driver's libraries without the JSON that
+# tells the loader about them, or with one naming a library the loader cannot use (on the
+# 2026-11-27 image, libGLX_nvidia.so.0 gave no vkCreateInstance). So: try the setup as it is;
+# if wgpu sees no adapter, keep the loader's account of why, then write a manifest of our own
+# for each NVIDIA Vulkan library the image has until one works.
 icd=$(ls /usr/share/vulkan/icd.d/nvidia_icd*.json /etc/vulkan/icd.d/nvidia_icd*.json \
   /usr/local/share/vulkan/icd.d/nvidia_icd*.json 2>/dev/null | head -1)
-if [ -n "$icd" ]; then
-  log "vulkan icd: $icd"
-else
-  glx=$(ldconfig -p 2>/dev/null | awk '/libGLX_nvidia\.so\.0 / {print $NF; exit}')
-  [ -n "$glx" ] || glx=$(find /usr/lib /usr/lib64 /usr/local -name 'libGLX_nvidia.so.0' 2>/dev/null | head -1)
-  if [ -n "$glx" ]; then
-    cat >"$out/nvidia_icd.json" <<JSON
-{"file_format_version": "1.0.0", "ICD": {"library_path": "$glx", "api_version": "1.3.0"}}
-JSON
-    export VK_DRIVER_FILES="$out/nvidia_icd.json" VK_ICD_FILENAMES="$out/nvidia_icd.json"
-    log "vulkan icd: written for $glx"
-  else
-    log "vulkan icd: no nvidia_icd.json and no libGLX_nvidia.so.0 (the image lacks the driver's graphics libraries)"
-  fi
-fi
-
-# Does wgpu see an adapter? If not, keep the loader's own account of why, then try an ICD
-# manifest of our own for whichever NVIDIA Vulkan library the image has.
+log "vulkan icd: ${icd:-no nvidia_icd.json}"
 probe() {
   timeout 60 "$dir/gpu_bench" --quick --matmul-only --gpu-only >"$out/probe_$1.txt" 2>&1 &&
     grep -q '^adapter:' "$out/probe_$1.txt"
@@ -68,8 +54,10 @@ if ! probe first; then
   VK_LOADER_DEBUG=error,warn,driver timeout 60 "$dir/gpu_bench" --quick --matmul-only --gpu-only \
     >"$out/loader_debug.txt" 2>&1
   grep -iE 'error|warn|fail|nvidia' "$out/loader_debug.txt" | head -15 | tee -a "$summary"
-  for lib in $(find / -xdev \( -name 'libGLX_nvidia.so.0' -o -name 'libEGL_nvidia.so.0' \
-    -o -name 'libnvidia-vulkan-producer.so*' \) 2>/dev/null | head -4); do
+  libs=$(find / -xdev \( -name 'libGLX_nvidia.so.0' -o -name 'libEGL_nvidia.so.0' \
+    -o -name 'libnvidia-vulkan-producer.so*' \) 2>/dev/null | head -4)
+  [ -n "$libs" ] || log "vulkan icd: no NVIDIA Vulkan library found (the image lacks the driver's graphics libraries)"
+  for lib in $libs; do
     cat >"$out/nvidia_icd_own.json" <<JSON
 {"file_format_version": "1.0.0", "ICD": {"library_path": "$lib", "api_version": "1.3.0"}}
 JSON

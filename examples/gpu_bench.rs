@@ -67,11 +67,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let w = random(n * k, 2, 0.05);
         let flops = 2.0 * (m * n * k) as f64;
         let mut y = vec![0.0f32; m * n];
-        let cpu = if gpu_only {
-            f64::NAN
-        } else {
-            median(reps, || cpu_linear(&x, &w, None, &mut y, m, k, n, false))
-        };
+        let cpu =
+            (!gpu_only).then(|| median(reps, || cpu_linear(&x, &w, None, &mut y, m, k, n, false)));
         let gx = GpuTensor::upload(&gpu, &[m, k], &x)?;
         let gw = GpuTensor::upload(&gpu, &[n, k], &w)?;
         let gy = GpuTensor::zeros(&gpu, &[m, n])?;
@@ -95,11 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .sum();
             err = err.max((got[i * n + j] as f64 - dot).abs() / mag.max(f64::MIN_POSITIVE));
         }
-        let cpu = if gpu_only {
-            "-".to_string()
-        } else {
-            format!("{:.1}", flops / cpu / 1e9)
-        };
+        let cpu = cpu.map_or("-".to_string(), |c| format!("{:.1}", flops / c / 1e9));
         println!(
             "| {m} x {k} x {n} | {cpu} | {:.1} | {:.2} | {err:.1e} |",
             flops / g / 1e9,

@@ -5,6 +5,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::{expect_len, u32_of};
+use crate::backend::gpu::device::Tuning;
 use crate::backend::gpu::pipeline::{groups, KernelKey, Shader};
 use crate::backend::gpu::{Gpu, GpuError, GpuResult, GpuTensor, MatmulTile};
 
@@ -101,41 +102,7 @@ pub(crate) fn linear_with(
                 limits.max_compute_workgroup_storage_size,
             )
         });
-        let (key, rows_per_group, cols_per_group, threads) = match tile {
-            Some(tl) => (
-                KernelKey {
-                    shader: Shader::MatmulTiled,
-                    entry: "linear_tiled",
-                    subs: vec![
-                        ("BM", tl.bm),
-                        ("BN", tl.bn),
-                        ("BK", tl.bk),
-                        ("TM", tl.tm),
-                        ("TN", tl.tn),
-                        ("TM4", tl.tm / 4),
-                        ("TN4", tl.tn / 4),
-                        ("THREADS", tl.threads()),
-                        ("XS", tl.bk * tl.bm / 4),
-                        ("WS", tl.bk * tl.bn / 4),
-                        ("XLOADS", tl.bm * tl.bk / 4 / tl.threads()),
-                        ("WLOADS", tl.bn * tl.bk / 4 / tl.threads()),
-                    ],
-                },
-                tl.bm,
-                tl.bn,
-                1,
-            ),
-            None => (
-                KernelKey {
-                    shader: Shader::Matmul,
-                    entry: "linear",
-                    subs: vec![("WG", t.mm_wg), ("TM", t.mm_tm), ("TN", t.mm_tn)],
-                },
-                t.mm_tm,
-                t.mm_tn,
-                t.mm_wg,
-            ),
-        };
+        let (key, rows_per_group, cols_per_group, threads) = kernel(&t, tile);
         u32_of(OP, "W chunk", chunk.rows * k)?;
         let p = Params {
             m: m as u32,
@@ -146,7 +113,6 @@ pub(crate) fn linear_with(
             flags,
             _pad: [0; 2],
         };
-        // Register kernel: one invocation per block; tiled kernel: one workgroup per tile.
         let blocks =
             m.div_ceil(rows_per_group as usize) * chunk.rows.div_ceil(cols_per_group as usize);
         gpu.launch(
@@ -158,6 +124,45 @@ pub(crate) fn linear_with(
         )?;
     }
     Ok(())
+}
+
+/// The kernel for one product: its key, the output rows and columns one work unit covers, and
+/// the invocations per workgroup. Register kernel: the unit is one invocation's block;
+/// tiled kernel: one workgroup's tile.
+fn kernel(t: &Tuning, tile: Option<MatmulTile>) -> (KernelKey, u32, u32, u32) {
+    match tile {
+        Some(tl) => {
+            let threads = tl.threads();
+            let subs = vec![
+                ("BM", tl.bm),
+                ("BN", tl.bn),
+                ("BK", tl.bk),
+                ("TM", tl.tm),
+                ("TN", tl.tn),
+                ("TM4", tl.tm / 4),
+                ("TN4", tl.tn / 4),
+                ("THREADS", threads),
+                ("XS", tl.bk * tl.bm / 4),
+                ("WS", tl.bk * tl.bn / 4),
+                ("XLOADS", tl.bm * tl.bk / 4 / threads),
+                ("WLOADS", tl.bn * tl.bk / 4 / threads),
+            ];
+            let key = KernelKey {
+                shader: Shader::MatmulTiled,
+                entry: "linear_tiled",
+                subs,
+            };
+            (key, tl.bm, tl.bn, 1)
+        }
+        None => {
+            let key = KernelKey {
+                shader: Shader::Matmul,
+                entry: "linear",
+                subs: vec![("WG", t.mm_wg), ("TM", t.mm_tm), ("TN", t.mm_tn)],
+            };
+            (key, t.mm_tm, t.mm_tn, t.mm_wg)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -284,9 +289,9 @@ mod tests {
                 (64, 128, 16, 4, 8),
                 (128, 64, 32, 8, 4),
                 (32, 32, 8, 4, 4),
-            ];
-            for (bm, bn, bk, tm, tn) in tiles {
-                let tile = MatmulTile { bm, bn, bk, tm, tn };
+            ]
+            .map(|(bm, bn, bk, tm, tn)| MatmulTile { bm, bn, bk, tm, tn });
+            for tile in tiles {
                 assert!(tile.is_valid(threads, shared), "{tile:?}");
                 for &(m, k, n, bias, acc) in &[
                     (1, 4, 1, false, false),
@@ -309,8 +314,7 @@ mod tests {
             let gw = GpuTensor::upload(gpu, &[n, k], &w).unwrap();
             let outs: Vec<Vec<u32>> = tiles
                 .iter()
-                .map(|&(bm, bn, bk, tm, tn)| {
-                    let tile = MatmulTile { bm, bn, bk, tm, tn };
+                .map(|&tile| {
                     let gy = GpuTensor::zeros(gpu, &[m, n]).unwrap();
                     linear_with(gpu, &gx, &gw, None, &gy, false, Some(tile)).unwrap();
                     gy.download(gpu)
