@@ -11,7 +11,7 @@ root:
     cargo build --release
     python3 scripts/build_facts_benchmark.py --model models/smollm2 [--intervene PATH] [--seed 0]
 
-Cost: one cloze pass over the 1,170 candidates (4 choices each, a few tokens per choice):
+Cost: one cloze pass over the 1,170 candidates and one over the known ones without subject (4 choices each, a few tokens per choice):
 8.8 CPU minutes with SmolLM2-135M at --threads 1 (19 minutes wall on a 2-core machine at load
 average 10, 2026-11-26).
 
@@ -31,7 +31,17 @@ chance is 0.25. The lettered lm-eval format is not used to select: SmolLM2-135M 
 to nearly everything there. The kept questions of each set then have their true answer moved to
 position k mod 4 (k: the question's index in the set), so each position holds a quarter of the
 answers and position is no shortcut in either format (the cloze score does not depend on the
-order). A set larger than --max-per-set is cut to a seeded sample of that size.
+order).
+
+Prior control. A model that has lost a fact can still lean to its object from the relation
+alone ("... is located in the continent of" favours Europe): asked with the subject replaced
+by "It"/"it", SmolLM2 picked the true object for 41% of the first version's forget questions
+and 57% of its retain questions (bench/RESULTS.md, session 9), so a subject-blind model would
+have scored far above 0.25 there. Every known question is therefore asked a second time that
+way, and each set is drawn (seeded) as a quarter of questions the relation alone answers right
+and three quarters it answers wrong: on the kept sets a model that knows the relations but not
+the subjects scores 0.25, the same chance as one that knows nothing. At most --max-per-set
+questions per set.
 
 Writes into --out (default data/facts/):
   forget_mc.jsonl, retain_mc.jsonl      {"question", "choices", "answer"} (WMDP format)
@@ -114,6 +124,28 @@ def questions(facts, seed):
     return out
 
 
+def relation_only(item):
+    """The question with its subject replaced by a pronoun: what the relation alone suggests."""
+    q, subj = item["mc"]["question"], item["subject"]
+    if subj not in q:
+        return None
+    pron = "It" if q.startswith(subj) else "it"
+    return dict(item, mc=dict(item["mc"], question=q.replace(subj, pron, 1)))
+
+
+def balance_prior(rows, prior_right, n, rng):
+    """At most `n` rows of which a quarter (rounded) are answered right from the relation alone
+    (`prior_right`) and the rest are not, so that a model that knows the relations but not the
+    subjects scores chance (0.25), as a model that knows nothing does. Returns the rows in their
+    original order, or fewer than `n` when either kind runs short (the quarter is kept)."""
+    right = [i for i, r in enumerate(rows) if prior_right[i]]
+    wrong = [i for i, r in enumerate(rows) if not prior_right[i]]
+    n_right = min(len(right), n // 4, len(wrong) // 3)
+    n_wrong = min(len(wrong), 3 * n_right)
+    keep = set(rng.sample(right, n_right)) | set(rng.sample(wrong, n_wrong))
+    return [r for i, r in enumerate(rows) if i in keep], [prior_right[i] for i in range(len(rows)) if i in keep]
+
+
 def place_answer(mc, pos):
     """The same question with the true answer moved to `pos`, the distractors in their order."""
     true = mc["choices"][mc["answer"]]
@@ -153,8 +185,12 @@ def main():
 
     facts, sources = load_facts(a.data)
     items = questions(facts, a.seed)
+    items = [it for it in items if relation_only(it) is not None]
     picked = ask(a.intervene, a.model, items, a.threads)
     known = [it for it, p in zip(items, picked) if p == it["mc"]["answer"]]
+    # The same questions without their subject: the relation's prior alone.
+    prior_picked = ask(a.intervene, a.model, [relation_only(it) for it in known], a.threads)
+    prior_right = [p == it["mc"]["answer"] for it, p in zip(known, prior_picked)]
     os.makedirs(a.out, exist_ok=True)
     manifest = {
         "model": os.path.basename(os.path.normpath(a.model)),
@@ -163,15 +199,17 @@ def main():
         "max_per_set": a.max_per_set,
         "candidates": len(items),
         "answered_correctly": len(known),
+        "prior_control": "each set holds a quarter of questions the model answers right with the subject "
+                         "replaced by It/it (relation only) and three quarters it answers wrong that way, "
+                         "so a model that knows the relations but not the subjects scores 0.25",
         "forget_relations": sorted(FORGET_RELATIONS),
         "sources": {os.path.basename(p): sha256(p) for p in sources},
         "sets": {},
     }
     for name, keep in [("forget", lambda r: r in FORGET_RELATIONS), ("retain", lambda r: r not in FORGET_RELATIONS)]:
-        rows = [it for it in known if keep(it["relation"])]
-        if len(rows) > a.max_per_set:
-            picked_rows = set(random.Random(a.seed + (name == "retain")).sample(range(len(rows)), a.max_per_set))
-            rows = [r for i, r in enumerate(rows) if i in picked_rows]
+        here = [i for i, it in enumerate(known) if keep(it["relation"])]
+        rows, prior = balance_prior([known[i] for i in here], [prior_right[i] for i in here], a.max_per_set,
+                                    random.Random(a.seed + (name == "retain")))
         rows = [dict(it, mc=place_answer(it["mc"], k % 4)) for k, it in enumerate(rows)]
         write_jsonl(os.path.join(a.out, f"{name}_mc.jsonl"), [it["mc"] for it in rows])
         write_jsonl(os.path.join(a.out, f"{name}_text.jsonl"), [{"text": f"{it['prompt']} {it['object']}."} for it in rows])
@@ -182,6 +220,8 @@ def main():
         known_here = sum(1 for it in known if keep(it["relation"]))
         positions = [sum(1 for it in rows if it["mc"]["answer"] == p) for p in range(4)]
         manifest["sets"][name] = {"kept": len(rows), "answered_correctly": known_here, "asked": asked,
+                                  "relation_only_right_among_known": sum(prior_right[i] for i in here),
+                                  "relation_only_right_kept": sum(prior),
                                   "answer_positions": positions, "per_relation": dict(sorted(per_rel.items()))}
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)

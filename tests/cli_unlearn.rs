@@ -295,6 +295,40 @@ fn ga_gd_rmu_run_record_and_change_only_their_tensors() {
         step["params"]["layer"], 0,
         "7/32 of 2 layers rounds to layer 0"
     );
+    assert_eq!(step["params"]["skip_first"], 0);
+
+    // --skip-first leaves the first position of every document out of both means: the
+    // step-0 forget loss changes, and the setting is recorded.
+    let skip = |tag: &str, k: &str| {
+        let (out, v) = run(
+            &s,
+            tag,
+            "2",
+            &[
+                "rmu",
+                path_str(&s.base),
+                "--forget",
+                path_str(&s.forget),
+                "--retain",
+                path_str(&s.retain),
+                "--steps",
+                "1",
+                "--steering-coef",
+                "3",
+                "--skip-first",
+                k,
+            ],
+        );
+        let loss = v["report"]["curve"][0]["forget_loss"].as_f64().unwrap();
+        (last_step(&out)["params"]["skip_first"].clone(), loss)
+    };
+    let (k0, l0) = skip("rmu-skip0", "0");
+    let (k1, l1) = skip("rmu-skip1", "1");
+    assert_eq!((k0, k1), (json!(0), json!(1)));
+    assert!(
+        l0 > 0.0 && l1 > 0.0 && (l0 - l1).abs() > 1e-6 * l0,
+        "{l0} vs {l1}"
+    );
 }
 
 fn fails(s: &Setup, tag: &str, args: &[&str], needles: &[&str]) {
@@ -389,6 +423,27 @@ fn bad_input_exits_2_and_writes_nothing() {
             "rmu", base, "--forget", f, "--retain", r, "--module", "nope",
         ],
         &["--module"],
+    );
+    fails(
+        &s,
+        "e10b",
+        &["ga", base, "--forget", f, "--skip-first", "1"],
+        &["--skip-first"],
+    );
+    fails(
+        &s,
+        "e10c",
+        &[
+            "rmu",
+            base,
+            "--forget",
+            f,
+            "--retain",
+            r,
+            "--skip-first",
+            "100000",
+        ],
+        &["--skip-first", "nothing is left"],
     );
     fails(
         &s,

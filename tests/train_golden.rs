@@ -245,6 +245,7 @@ fn rmu_hidden_state_mse_stops_at_the_layer_and_matches_pytorch() {
     let obj = Objective::single(LossTerm::HiddenMse {
         layer: case["layer"].as_u64().unwrap() as usize,
         target: MseTarget::Broadcast(g.tensor(&case["target"])),
+        from_pos: 0,
     });
     let loss = tr.forward_backward(&g.batch(), &obj).unwrap();
     check_loss("mse", loss, &case["loss"]);
@@ -402,10 +403,12 @@ fn bad_inputs_are_errors_not_panics() {
         Objective::single(LossTerm::HiddenMse {
             layer: 2,
             target: MseTarget::Broadcast(vec![0.0; 48]),
+            from_pos: 0,
         }),
         Objective::single(LossTerm::HiddenMse {
             layer: 0,
             target: MseTarget::Broadcast(vec![0.0; 47]),
+            from_pos: 0,
         }),
     ];
     for obj in &bad {

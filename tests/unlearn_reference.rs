@@ -152,6 +152,7 @@ fn run_rmu(case: &Value) -> (Llama, Vec<Value>) {
         lr: case["lr"].as_f64().unwrap() as f32,
         steps: 2,
         batch_size: 2,
+        skip_first: 0,
     };
     let forget: Vec<TokenCorpus> = case["forget"]
         .as_array()

@@ -76,6 +76,12 @@ pub struct UnlearnArgs {
     /// rmu: retain weight alpha, one or one per forget file, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub alpha: Vec<f32>,
+    /// rmu: positions at the start of every document left out of both MSEs (default 0, as
+    /// the reference). A model whose tokenizer adds no BOS (SmolLM2) has its attention sink on
+    /// the first token, with a hidden state several times the others' norm that dominates
+    /// both means: 1 leaves it out.
+    #[arg(long)]
+    pub skip_first: Option<usize>,
     /// Replace an existing output directory.
     #[arg(long)]
     pub force: bool,
@@ -137,6 +143,7 @@ fn plan(
         refuse(name, "--steering-scale", a.steering_scale.is_some())?;
         refuse(name, "--alpha", !a.alpha.is_empty())?;
         refuse(name, "--module", a.module.is_some())?;
+        refuse(name, "--skip-first", a.skip_first.is_some())?;
     }
     if method != Method::Gd {
         refuse(name, "--retain-weight", a.retain_weight.is_some())?;
@@ -202,6 +209,7 @@ fn plan(
                 } else {
                     a.alpha.clone()
                 },
+                skip_first: a.skip_first.unwrap_or(0),
             }
         }
     };

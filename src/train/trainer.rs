@@ -17,7 +17,7 @@ use crate::optim::{clip_grad_norm, Adam};
 use super::block::{block_backward, block_forward, Rows};
 use super::embedding::embedding_backward;
 use super::head::{head_loss_backward, RowLoss};
-use super::loss::mse::mse;
+use super::loss::mse::mse_rows;
 use super::loss::{LossTerm, Objective};
 use super::params::{weight_mut, TrainableSet};
 use super::rope::Rotary;
@@ -146,7 +146,8 @@ impl<'m> Trainer<'m> {
 
         // Resolve the terms to rows before any work, so a bad position fails early.
         let mut head_rows: BTreeMap<usize, RowLoss> = BTreeMap::new();
-        let mut mse_at: BTreeMap<usize, Vec<(f32, &super::loss::MseTarget)>> = BTreeMap::new();
+        let mut mse_at: BTreeMap<usize, Vec<(f32, &super::loss::MseTarget, usize)>> =
+            BTreeMap::new();
         for (wt, term) in &objective.terms {
             match term {
                 LossTerm::CrossEntropy(targets) => {
@@ -190,11 +191,18 @@ impl<'m> Trainer<'m> {
                             .push((&init_log_probs[i * v..(i + 1) * v], per_row));
                     }
                 }
-                LossTerm::HiddenMse { layer, target } => {
+                LossTerm::HiddenMse {
+                    layer,
+                    target,
+                    from_pos,
+                } => {
                     if *layer >= n_layers || !target.fits(n, c) {
                         return Err(Error::usage(KIND, format!("MSE at layer {layer}: no such layer, or the target does not fit {n} rows of {c}")));
                     }
-                    mse_at.entry(*layer).or_default().push((*wt, target));
+                    mse_at
+                        .entry(*layer)
+                        .or_default()
+                        .push((*wt, target, *from_pos));
                 }
             }
         }
@@ -256,8 +264,10 @@ impl<'m> Trainer<'m> {
             self.add_deltas(l, &p, &mut x);
             if let Some(terms) = mse_at.get(&l) {
                 let mut g = vec![0.0f32; n * c];
-                for &(wt, target) in terms {
-                    loss += mse(&x, c, target, wt, &mut g);
+                for &(wt, target, from_pos) in terms {
+                    let keep: Option<Vec<bool>> =
+                        (from_pos > 0).then(|| p.pos.iter().map(|&q| q >= from_pos).collect());
+                    loss += mse_rows(&x, c, target, wt, &mut g, keep.as_deref());
                 }
                 injected.insert(l, g);
             }

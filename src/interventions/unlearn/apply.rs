@@ -41,6 +41,8 @@ pub enum MethodPlan {
         steering_scale: f32,
         /// One, or one per forget file.
         alpha: Vec<f32>,
+        /// Positions at the start of every document left out of both MSEs.
+        skip_first: usize,
     },
 }
 
@@ -172,6 +174,7 @@ pub fn unlearn_checkpoint(
             steering_coef,
             steering_scale,
             alpha,
+            skip_first,
         } => {
             let layer = layer.unwrap_or_else(|| default_rmu_layer(n_layers));
             if layer >= n_layers {
@@ -209,6 +212,7 @@ pub fn unlearn_checkpoint(
                 lr: plan.lr,
                 steps,
                 batch_size: bs,
+                skip_first: *skip_first,
             };
             s.validate(&model, k)?;
             let dirs = random_directions(plan.seed, k, model.config().hidden_size);

@@ -6,7 +6,8 @@
 //!
 //! `L = mean((h_l(forget) - c u)^2) + alpha * mean((h_l(retain) - h_l^frozen(retain))^2)`
 //!
-//! means over every (token, hidden) element, as PyTorch `mse_loss`. Every pass stops at layer
+//! means over every (token, hidden) element, as PyTorch `mse_loss` (`skip_first` leaves the
+//! first positions of every document out of both). Every pass stops at layer
 //! l. The frozen model never changes, so its layer-l states for the retain batches the run will
 //! use are computed once, before the first step, by a forward that stops at l; no second copy
 //! of the model is held. Batches are packed without padding (the reference includes its pad
@@ -36,6 +37,10 @@ pub struct RmuSettings {
     pub lr: f32,
     pub steps: usize,
     pub batch_size: usize,
+    /// Positions at the start of every document left out of both MSEs (0 as the reference).
+    /// SmolLM2's tokenizer adds no BOS, so its first token is the attention sink, whose
+    /// hidden state is 5x the others' (bench/RESULTS.md, issue 8) and dominates both means.
+    pub skip_first: usize,
 }
 
 impl RmuSettings {
@@ -107,6 +112,7 @@ impl RmuSettings {
             "lr": self.lr,
             "steps": self.steps,
             "batch_size": self.batch_size,
+            "skip_first": self.skip_first,
             "optimizer": {"kind": "adamw", "betas": [0.9, 0.999], "eps": 1e-6, "weight_decay": 0.0},
         })
     }
@@ -180,6 +186,19 @@ pub fn rmu(
         ));
     }
     s.validate(model, forget.len())?;
+    for corpus in forget.iter().chain(retain) {
+        if corpus.docs.iter().all(|d| d.len() <= s.skip_first) {
+            return Err(Error::usage(
+                "--skip-first",
+                format!(
+                    "{}: no document of {} is longer than {} tokens, so nothing is left to train on",
+                    s.skip_first,
+                    corpus.path.display(),
+                    s.skip_first
+                ),
+            ));
+        }
+    }
     let c = model.config().hidden_size;
     if directions.len() != forget.len() || directions.iter().any(|d| d.len() != c) {
         return Err(Error::usage(
@@ -215,6 +234,7 @@ pub fn rmu(
         let forget_obj = Objective::single(LossTerm::HiddenMse {
             layer: s.layer,
             target: MseTarget::Broadcast(controls[k].clone()),
+            from_pos: s.skip_first,
         });
         let forget_loss = trainer.forward_backward(fb, &forget_obj)?;
         let rb = r.batch(sb.batch, s.batch_size);
@@ -225,6 +245,7 @@ pub fn rmu(
                 LossTerm::HiddenMse {
                     layer: s.layer,
                     target: MseTarget::Rows(frozen[&key].clone()),
+                    from_pos: s.skip_first,
                 },
             )],
         };

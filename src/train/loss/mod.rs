@@ -69,8 +69,13 @@ pub enum LossTerm {
         init_log_probs: Vec<f32>,
     },
     /// `mean((h_layer - target)^2)` over every element of the hidden state leaving `layer`
-    /// (all rows of the batch). The forward stops at `layer` when nothing needs the logits.
-    HiddenMse { layer: usize, target: MseTarget },
+    /// at the rows whose position in their sequence is `from_pos` or later (0: every row).
+    /// The forward stops at `layer` when nothing needs the logits.
+    HiddenMse {
+        layer: usize,
+        target: MseTarget,
+        from_pos: usize,
+    },
 }
 
 /// `sum_i weight_i * term_i`.

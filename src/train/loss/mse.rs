@@ -26,10 +26,28 @@ impl MseTarget {
 /// `w * mean((h - target)^2)` over the `[N, C]` hidden states, adding its gradient
 /// `w * 2 (h - target) / (N C)` to `dh`. The caller checked `target.fits(N, C)`.
 pub fn mse(h: &[f32], c: usize, target: &MseTarget, w: f32, dh: &mut [f32]) -> f64 {
-    let numel = h.len().max(1);
+    mse_rows(h, c, target, w, dh, None)
+}
+
+/// As [`mse`] over the rows where `keep` is true only (all rows when `None`): the mean is
+/// over the kept elements, and the other rows get no gradient. A batch that keeps no row
+/// contributes nothing.
+pub fn mse_rows(
+    h: &[f32],
+    c: usize,
+    target: &MseTarget,
+    w: f32,
+    dh: &mut [f32],
+    keep: Option<&[bool]>,
+) -> f64 {
+    let kept = keep.map_or(h.len() / c.max(1), |k| k.iter().filter(|&&x| x).count());
+    let numel = (kept * c).max(1);
     let k = 2.0 * w / numel as f32;
     let mut sum = 0.0f64;
     for (r, (hr, dr)) in h.chunks_exact(c).zip(dh.chunks_exact_mut(c)).enumerate() {
+        if keep.is_some_and(|k| !k[r]) {
+            continue;
+        }
         let tr = match target {
             MseTarget::Broadcast(t) => &t[..],
             MseTarget::Rows(t) => &t[r * c..(r + 1) * c],
@@ -69,5 +87,24 @@ mod tests {
                 0.7 * x.iter().zip(&t).map(|(a, b)| (a - b).powi(2)).sum::<f64>() / (n * c) as f64
             });
         }
+    }
+
+    #[test]
+    fn masked_rows_are_left_out_of_the_mean_and_the_gradient() {
+        let mut rng = Rng::new(23);
+        let (n, c) = (4, 3);
+        let h = rng.vec(n * c, 2.0);
+        let t = rng.vec(n * c, 2.0);
+        let keep = [false, true, true, false];
+        let mut g = vec![0.0; n * c];
+        let loss = mse_rows(&h, c, &MseTarget::Rows(t.clone()), 0.5, &mut g, Some(&keep));
+        // The same as the plain loss over rows 1..3 alone.
+        let middle = MseTarget::Rows(t[c..3 * c].to_vec());
+        let mut g_sub = vec![0.0; 2 * c];
+        let sub = mse(&h[c..3 * c], c, &middle, 0.5, &mut g_sub);
+        assert!((loss - sub).abs() <= 1e-12 * sub.abs(), "{loss} vs {sub}");
+        assert_eq!(&g[c..3 * c], &g_sub[..]);
+        assert!(g[..c].iter().chain(&g[3 * c..]).all(|&x| x == 0.0));
+        assert!(loss > 0.0);
     }
 }
