@@ -39,7 +39,7 @@ pub struct RmuSettings {
     pub batch_size: usize,
     /// Positions at the start of every document left out of both MSEs (0 as the reference).
     /// SmolLM2's tokenizer adds no BOS, so its first token is the attention sink, whose
-    /// hidden state is 5x the others' (bench/RESULTS.md, issue 8) and dominates both means.
+    /// hidden state has 5-7x the others' norm (bench/RESULTS.md, issue 8) and dominates both means.
     pub skip_first: usize,
 }
 
