@@ -53,11 +53,11 @@ data_sum() { sha256sum "$FACTS/forget_text.jsonl" "$FACTS/retain_text.jsonl" | c
 SUM0=$(data_sum)
 echo "data sha256: $SUM0"
 
-ours() { # method steps -> prints "wall_s cpu_s report.json"
-  local m=$1 n=$2 args
-  if [ "$m" = rmu ]; then args=("${RMU_ARGS[@]}"); else args=("${GD_ARGS[@]}"); fi
+ours() { # method steps method-args... -> prints "wall_s cpu_s report.json"
+  local m=$1 n=$2
+  shift 2
   /usr/bin/time -f '%U %S' -o "$OUT/time" "$OUT/intervene" -q --threads "$THREADS" "$m" "$MODEL" \
-    -o "$OUT/ckpt-$m" --force "${COMMON[@]}" "${args[@]}" --steps "$n" --json >"$OUT/$m-$n.json"
+    -o "$OUT/ckpt-$m" --force "${COMMON[@]}" "$@" --steps "$n" --json >"$OUT/$m-$n.json"
   echo "$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$OUT/$m-$n.json") $(awk '{print $1 + $2}' "$OUT/time") $OUT/$m-$n.json"
 }
 
@@ -68,8 +68,8 @@ for m in $METHODS; do
     *) echo "unknown method $m" >&2; exit 2 ;;
   esac
   for rep in $(seq 1 "$REPS"); do
-    r1=$(ours "$m" "$n1")
-    r2=$(ours "$m" "$n2")
+    r1=$(ours "$m" "$n1" "${targs[@]}")
+    r2=$(ours "$m" "$n2" "${targs[@]}")
     read -r w1 c1 j1 <<<"$r1"
     read -r w2 c2 _ <<<"$r2"
     "$PY" - "$m" "$rep" "$n1" "$n2" "$w1" "$w2" "$c1" "$c2" "$j1" >>"$RESULTS" <<'EOF'

@@ -87,12 +87,6 @@ def load_docs(path, tok, max_len, min_tokens):
     return docs
 
 
-def batch(docs, i, bs):
-    nb = -(-len(docs) // bs)
-    b = i % nb
-    return docs[b * bs : (b + 1) * bs]
-
-
 def pad(seqs, pad_id):
     """Right padding keeps every real token at its own position, so under the causal mask its
     hidden state is the same as in an unpadded run."""
@@ -113,10 +107,10 @@ class Batches:
         self.docs, self.bs, self.pad_id, self.cache = docs, bs, pad_id, {}
 
     def get(self, i):
-        nb = -(-len(self.docs) // self.bs)
-        key = i % nb
+        """Batch i, wrapping around the corpus as ours does: (batch index, ids, mask)."""
+        key = i % -(-len(self.docs) // self.bs)
         if key not in self.cache:
-            seqs = batch(self.docs, key, self.bs)
+            seqs = self.docs[key * self.bs : (key + 1) * self.bs]
             self.cache[key] = (key, *pad(seqs, self.pad_id))
         return self.cache[key]
 
@@ -271,7 +265,6 @@ def main():
             cpu.append(dc * 1e3)
             real += sum(int(m.sum()) for m in masks)
             padded += sum(m.numel() for m in masks)
-    ms = wall
     print(
         json.dumps(
             {
@@ -279,18 +272,18 @@ def main():
                 "method": a.method,
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
-                "steps": len(ms),
+                "steps": len(wall),
                 "warmup": a.warmup,
-                "median_ms": statistics.median(ms),
-                "min_ms": min(ms),
-                "mean_ms": statistics.fmean(ms),
+                "median_ms": statistics.median(wall),
+                "min_ms": min(wall),
+                "mean_ms": statistics.fmean(wall),
                 # CPU time of the whole process (all threads): with --threads 1 it is the step's
                 # cost even when a busy machine makes a niced run wait for a core.
                 "cpu_median_ms": statistics.median(cpu),
                 "cpu_min_ms": min(cpu),
                 "cpu_mean_ms": statistics.fmean(cpu),
-                "real_tokens_per_step": real / len(ms),
-                "padded_tokens_per_step": padded / len(ms),
+                "real_tokens_per_step": real / len(wall),
+                "padded_tokens_per_step": padded / len(wall),
                 "forget_docs": len(forget),
                 "forget_tokens": sum(map(len, forget)),
                 "retain_docs": len(retain),

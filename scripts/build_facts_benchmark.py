@@ -11,9 +11,10 @@ root:
     cargo build --release
     python3 scripts/build_facts_benchmark.py --model models/smollm2 [--intervene PATH] [--seed 0]
 
-Cost: one cloze pass over the 1,170 candidates and one over the known ones without subject (4 choices each, a few tokens per choice):
-8.8 CPU minutes with SmolLM2-135M at --threads 1 (19 minutes wall on a 2-core machine at load
-average 10, 2026-11-26).
+Cost: one cloze pass over the 1,170 candidates (4 choices each, a few tokens per choice): 8.8
+CPU minutes with SmolLM2-135M at --threads 1 (19 minutes wall on a 2-core machine at load
+average 10, 2026-11-26); then a second pass over the ~830 known questions without their
+subject.
 
 Sources (SOURCES.md §1c, §1d): ROME's known facts (`rome_known_1000.json`, 1,209 facts) and
 CounterFact's ROME-format requests (`counterfact_rome_requests_100.jsonl`, the true object
@@ -125,10 +126,9 @@ def questions(facts, seed):
 
 
 def relation_only(item):
-    """The question with its subject replaced by a pronoun: what the relation alone suggests."""
+    """The question with its subject replaced by a pronoun: what the relation alone suggests.
+    The caller kept only questions that contain their subject."""
     q, subj = item["mc"]["question"], item["subject"]
-    if subj not in q:
-        return None
     pron = "It" if q.startswith(subj) else "it"
     return dict(item, mc=dict(item["mc"], question=q.replace(subj, pron, 1)))
 
@@ -138,8 +138,8 @@ def balance_prior(rows, prior_right, n, rng):
     (`prior_right`) and the rest are not, so that a model that knows the relations but not the
     subjects scores chance (0.25), as a model that knows nothing does. Returns the rows in their
     original order, or fewer than `n` when either kind runs short (the quarter is kept)."""
-    right = [i for i, r in enumerate(rows) if prior_right[i]]
-    wrong = [i for i, r in enumerate(rows) if not prior_right[i]]
+    right = [i for i in range(len(rows)) if prior_right[i]]
+    wrong = [i for i in range(len(rows)) if not prior_right[i]]
     n_right = min(len(right), n // 4, len(wrong) // 3)
     n_wrong = min(len(wrong), 3 * n_right)
     keep = set(rng.sample(right, n_right)) | set(rng.sample(wrong, n_wrong))
@@ -185,7 +185,7 @@ def main():
 
     facts, sources = load_facts(a.data)
     items = questions(facts, a.seed)
-    items = [it for it in items if relation_only(it) is not None]
+    items = [it for it in items if it["subject"] in it["mc"]["question"]]
     picked = ask(a.intervene, a.model, items, a.threads)
     known = [it for it, p in zip(items, picked) if p == it["mc"]["answer"]]
     # The same questions without their subject: the relation's prior alone.
