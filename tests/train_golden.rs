@@ -190,6 +190,116 @@ fn the_activation_budget_changes_memory_never_the_gradients() {
     }
 }
 
+/// Below the lowest trained tensor the backward stops (as autograd does): the gradients it
+/// does compute are those of the full backward, bit for bit. The full backward is forced by
+/// training the embedding as well; each set starts its layer 0 at a different op.
+#[test]
+fn a_backward_cut_short_under_the_lowest_trained_tensor_keeps_every_gradient() {
+    let g = Golden::load();
+    let case = g.case("ce");
+    let obj = Objective::single(LossTerm::CrossEntropy(targets(&case["targets"])));
+    let upper = "model.layers.1.self_attn.k_proj.weight";
+    let run = |set: TrainableSet, full: bool| {
+        let mut model = load("hf");
+        let set = if full {
+            set.weight("model.embed_tokens.weight")
+        } else {
+            set
+        };
+        let mut tr = Trainer::new(&mut model, set).unwrap();
+        let loss = tr.forward_backward(&g.batch(), &obj).unwrap();
+        (loss, tr.grads().clone())
+    };
+    let cfg = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        seed: 3,
+    };
+    let mut sets: Vec<(&str, TrainableSet)> = [
+        "mlp.down_proj.weight",
+        "mlp.gate_proj.weight",
+        "post_attention_layernorm.weight",
+        "self_attn.o_proj.weight",
+        "self_attn.v_proj.weight",
+        "input_layernorm.weight",
+    ]
+    .into_iter()
+    .map(|t| {
+        let name = format!("model.layers.0.{t}");
+        (t, TrainableSet::default().weight(&name).weight(upper))
+    })
+    .collect();
+    let model = load("hf");
+    let mut lora = TrainableSet::default()
+        .lora(
+            model.config(),
+            &["model.layers.0.self_attn.q_proj".to_string()],
+            &cfg,
+        )
+        .unwrap();
+    // B starts at zero (PEFT's init), which would make A's gradient zero: give it values.
+    let n = lora.lora[0].b.len();
+    lora.lora[0].b = (0..n).map(|i| ((i * 7 % 11) as f32 - 5.0) * 1e-2).collect();
+    sets.push(("lora q_proj", lora));
+    for (what, set) in sets {
+        let (loss, cut) = run(set.clone(), false);
+        let (full_loss, full) = run(set, true);
+        assert_eq!(loss.to_bits(), full_loss.to_bits(), "{what}: loss");
+        for (name, grad) in &cut {
+            assert!(grad.iter().any(|&x| x != 0.0), "{what}: {name} is all zero");
+            assert!(
+                *grad == full[name],
+                "{what}: {name} differs from the full backward"
+            );
+        }
+    }
+}
+
+/// A trainer kept over steps runs the frozen layers under the lowest trained one once per
+/// batch; what it computes is what a fresh trainer computes, after a change of the delta or
+/// of the batch.
+#[test]
+fn a_reused_trainer_gives_what_a_fresh_one_gives() {
+    let g = Golden::load();
+    let case = g.case("kl");
+    let obj = Objective::single(LossTerm::CrossEntropy(targets(&case["targets"])));
+    let d = &case["delta"];
+    let model = load("hf");
+    // The delta leaves layer 0, so layer 0 is the frozen prefix.
+    let set = TrainableSet::default()
+        .weight("model.layers.1.mlp.down_proj.weight")
+        .delta(model.config(), "delta", 0, rows(&d["rows"]));
+    let init = g.tensor(&d["init"]);
+    let moved: Vec<f32> = init.iter().map(|x| x * -0.5 + 0.01).collect();
+    let batch = g.batch();
+    let mut other = batch.clone();
+    other[0].reverse();
+    let fresh = |delta: &[f32], batch: &[Vec<u32>]| {
+        let mut model = load("hf");
+        let mut tr = Trainer::new(&mut model, set.clone()).unwrap();
+        tr.set_delta("delta", delta).unwrap();
+        let loss = tr.forward_backward(batch, &obj).unwrap();
+        (loss.to_bits(), tr.grads().clone())
+    };
+    let mut model = load("hf");
+    let mut tr = Trainer::new(&mut model, set.clone()).unwrap();
+    for (delta, b) in [
+        (&init, &batch),
+        (&moved, &batch),
+        (&init, &other),
+        (&moved, &other),
+    ] {
+        tr.set_delta("delta", delta).unwrap();
+        tr.zero_grad();
+        let loss = tr.forward_backward(b, &obj).unwrap();
+        let (want_loss, want) = fresh(delta, b);
+        assert_eq!(loss.to_bits(), want_loss, "loss");
+        assert!(*tr.grads() == want, "gradients");
+    }
+    assert!(tr.set_delta("delta", &init[1..]).is_err());
+    assert!(tr.set_delta("nope", &init).is_err());
+}
+
 #[test]
 fn gradient_ascent_with_tied_head_biases_and_llama3_rope_matches_pytorch() {
     let g = Golden::load();

@@ -271,6 +271,10 @@ fn lora_backward(
 
 /// Given `dx` = the gradient at block `l`'s output, accumulates the gradients of the trained
 /// tensors of this block into `grads` and leaves in `dx` the gradient at its input.
+///
+/// With `input_grad` false (nothing below this block trains) the backward stops after the
+/// block's last trained tensor and `dx` is left unspecified: as autograd does when nothing
+/// below requires a gradient (RMU's lowest layer trains only `down_proj`, the first op here).
 // The block's saved state (input, activations, rows, adapters) and the two gradient sinks.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn block_backward(
@@ -282,6 +286,7 @@ pub(crate) fn block_backward(
     rows: &Rows,
     adapters: &[&LoraAdapter],
     grads: &mut BTreeMap<String, Vec<f32>>,
+    input_grad: bool,
 ) {
     let cfg = &model.config;
     let layer = &model.layers[l];
@@ -293,6 +298,19 @@ pub(crate) fn block_backward(
     );
     let qkv_w = qd + 2 * kvd;
     let norm_name = |s: &str| format!("model.layers.{l}.{s}.weight");
+    let trains = |projs: &[Proj], norm: &str| {
+        grads.contains_key(&norm_name(norm))
+            || projs.iter().any(|p| {
+                let name = |kind: &str| format!("model.layers.{l}.{}.{kind}", p.module());
+                grads.contains_key(&name("weight"))
+                    || grads.contains_key(&name("bias"))
+                    || adapters.iter().any(|ad| ad.proj == *p)
+            })
+    };
+    // Whether anything under each stage still needs the gradient flowing through it.
+    let below_attention =
+        input_grad || trains(&[Proj::Q, Proj::K, Proj::V, Proj::O], "input_layernorm");
+    let below_down = below_attention || trains(&[Proj::Gate, Proj::Up], "post_attention_layernorm");
 
     // MLP, in reverse: down, swiglu, gate/up, norm (+ residual).
     let mut d_act = vec![0.0; m * i];
@@ -303,7 +321,7 @@ pub(crate) fn block_backward(
         m,
         i,
         c,
-        Some(&mut d_act),
+        below_down.then_some(&mut d_act[..]),
         None,
         None,
     );
@@ -319,6 +337,9 @@ pub(crate) fn block_backward(
         &mut d_act,
         m,
     );
+    if !below_down {
+        return;
+    }
     let mut d_gu = vec![0.0; m * 2 * i];
     swiglu_backward(&d_act, &a.gu, &mut d_gu, i);
     drop(d_act);
@@ -364,6 +385,9 @@ pub(crate) fn block_backward(
         dx,
         dw.map(|v| &mut v[..]),
     );
+    if !below_attention {
+        return;
+    }
 
     // Attention, in reverse: o, attention, rope, q/k/v, norm (+ residual).
     let mut d_att = vec![0.0; m * qd];
@@ -413,6 +437,8 @@ pub(crate) fn block_backward(
         row[qd + kvd..].copy_from_slice(&dv[r * kvd..(r + 1) * kvd]);
     }
     drop((dq, dk, dv));
+    // The input norm's gradient, and the block input's, go through d_xn1.
+    let need_xn1 = input_grad || grads.contains_key(&norm_name("input_layernorm"));
     let mut d_xn1 = vec![0.0; m * c];
     linear_backward(
         &d_qkv,
@@ -421,7 +447,7 @@ pub(crate) fn block_backward(
         m,
         c,
         qkv_w,
-        Some(&mut d_xn1),
+        need_xn1.then_some(&mut d_xn1[..]),
         None,
         None,
     );
@@ -445,6 +471,9 @@ pub(crate) fn block_backward(
         &mut d_xn1,
         m,
     );
+    if !need_xn1 {
+        return;
+    }
     let dw = grads.get_mut(&norm_name("input_layernorm"));
     rmsnorm_backward(
         &d_xn1,

@@ -43,6 +43,17 @@ pub struct Trainer<'m> {
     set: TrainableSet,
     grads: BTreeMap<String, Vec<f32>>,
     activation_budget: usize,
+    prefix: Option<Prefix>,
+}
+
+/// The stream entering the lowest trained layer for the last batch, before any delta. Nothing
+/// under that layer trains and the trainer holds the model's only borrow, so while the batch
+/// is the same the stream is too: an optimisation over a fixed batch (ROME's and MEMIT's value
+/// vector, FT's full batch) runs the frozen layers once instead of every step.
+struct Prefix {
+    tokens: Vec<u32>,
+    offsets: Vec<usize>,
+    x: Vec<f32>,
 }
 
 /// A packed batch: sequence b is rows `offsets[b]..offsets[b+1]`.
@@ -81,6 +92,7 @@ impl<'m> Trainer<'m> {
             set,
             grads,
             activation_budget: DEFAULT_ACTIVATION_BUDGET,
+            prefix: None,
         })
     }
 
@@ -103,6 +115,25 @@ impl<'m> Trainer<'m> {
     /// Face names, adapters as `<module>.lora_A.weight` / `.lora_B.weight`, deltas by theirs).
     pub fn grads(&self) -> &BTreeMap<String, Vec<f32>> {
         &self.grads
+    }
+
+    /// Sets the value of the activation delta `name` (e.g. to restart from a projected one).
+    pub fn set_delta(&mut self, name: &str, value: &[f32]) -> Result<()> {
+        match self.set.deltas.iter_mut().find(|d| d.name == name) {
+            Some(d) if d.vector.len() == value.len() => {
+                d.vector.copy_from_slice(value);
+                Ok(())
+            }
+            Some(d) => Err(Error::usage(
+                KIND,
+                format!(
+                    "delta {name} has {} values, got {}",
+                    d.vector.len(),
+                    value.len()
+                ),
+            )),
+            None => Err(Error::usage(KIND, format!("no delta named {name}"))),
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -243,12 +274,29 @@ impl<'m> Trainer<'m> {
         let per_layer = 4 * super::block::acts_len(cfg, &p.spans);
         let kept_layers = self.activation_budget / per_layer.max(1);
         let keep_from = (top + 1).saturating_sub(kept_layers).max(lowest);
-        let mut x = vec![0.0f32; n * c];
-        embed(&model.embed, c, &p.tokens, &mut x);
+        // The frozen layers under `lowest` (their MSE terms aside, which read them) run once
+        // per batch; a delta leaving layer `lowest - 1` is added after the cached stream.
+        let cacheable = !train_embed && lowest > 0 && mse_at.keys().all(|&l| l >= lowest);
+        let cached = self
+            .prefix
+            .as_ref()
+            .filter(|q| cacheable && q.tokens == p.tokens && q.offsets == p.offsets);
+        let (mut x, first) = match cached {
+            Some(q) => (q.x.clone(), lowest),
+            None => {
+                let mut x = vec![0.0f32; n * c];
+                embed(&model.embed, c, &p.tokens, &mut x);
+                (x, 0)
+            }
+        };
+        if first > 0 {
+            self.add_deltas(first - 1, &p, &mut x);
+        }
         let mut saved: Vec<Saved> = Vec::new();
         let mut loss = 0.0f64;
         let mut injected: BTreeMap<usize, Vec<f32>> = BTreeMap::new();
-        for l in 0..=top {
+        let mut new_prefix = None;
+        for l in first..=top {
             if l >= keep_from {
                 let x_in = x.clone();
                 let acts = block_forward(model, l, &mut x, &rows, &adapters(l), true);
@@ -261,6 +309,9 @@ impl<'m> Trainer<'m> {
                 }
                 block_forward(model, l, &mut x, &rows, &adapters(l), false);
             }
+            if cacheable && l + 1 == lowest {
+                new_prefix = Some(x.clone());
+            }
             self.add_deltas(l, &p, &mut x);
             if let Some(terms) = mse_at.get(&l) {
                 let mut g = vec![0.0f32; n * c];
@@ -271,6 +322,14 @@ impl<'m> Trainer<'m> {
                 }
                 injected.insert(l, g);
             }
+        }
+
+        if let Some(x) = new_prefix {
+            self.prefix = Some(Prefix {
+                tokens: p.tokens.clone(),
+                offsets: p.offsets.clone(),
+                x,
+            });
         }
 
         // Backward from the head (or the MSE layers) down.
@@ -318,6 +377,7 @@ impl<'m> Trainer<'m> {
                     &rows,
                     &ads,
                     &mut self.grads,
+                    l > lowest || bottom < lowest || train_embed,
                 );
             }
         }

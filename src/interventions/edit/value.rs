@@ -178,13 +178,15 @@ pub fn optimise_value(
     let mut delta = vec![0f32; cfg.hidden_size];
     let mut losses = Vec::new();
     let mut early_stopped = false;
+    // One trainer for every step: the layers up to `problem.layer` see the same batch each
+    // step and it runs them once.
+    let set = TrainableSet::default().delta(&cfg, "delta", problem.layer, rows);
+    let mut trainer = Trainer::new(model, set)?;
     for it in 0..hp.steps {
-        let mut set = TrainableSet::default().delta(&cfg, "delta", problem.layer, rows.clone());
-        set.deltas[0].vector.copy_from_slice(&delta);
-        let mut trainer = Trainer::new(model, set)?;
+        trainer.set_delta("delta", &delta)?;
+        trainer.zero_grad();
         let objective_loss = trainer.forward_backward(&batch, &objective)?;
         let mut grad = trainer.grads()["delta"].clone();
-        drop(trainer);
         let dn = norm(&delta);
         let wd = wd_scale * dn;
         let total = objective_loss + wd;
