@@ -45,9 +45,10 @@ Batches are right-padded (PyTorch has no packed-sequence attention here); the pa
 count is reported beside the real one. The changed tensors are saved (safetensors) to --out,
 as ours writes its changed tensors. Prints one JSON object on stdout: phase times, losses.
 
-Status: only the `memit` path has been run (N=2, 16 x 128-token covariance, against our run's
-report: value losses 0.189016 / 0.058677 vs ours 0.189016 / 0.058686, final ||Z - H|| 3.7575
-vs 3.7574). The rome, ft and lora paths are written but not yet run.
+Driven by bench/edit_speed.sh, which runs all four paths beside ours and prints, per run, the
+quantity both sides should agree on (MEMIT's final ||Z - H||, the value losses, FT's final
+loss). LoRA's final loss differs by design: PEFT draws its A matrices from torch's generator,
+ours from its own seeded one, so only the work (the epochs, the shapes) is the same.
 """
 
 import argparse

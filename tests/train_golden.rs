@@ -281,23 +281,37 @@ fn a_reused_trainer_gives_what_a_fresh_one_gives() {
         let loss = tr.forward_backward(batch, &obj).unwrap();
         (loss.to_bits(), tr.grads().clone())
     };
-    let mut model = load("hf");
-    let mut tr = Trainer::new(&mut model, set.clone()).unwrap();
-    for (delta, b) in [
+    let steps = [
         (&init, &batch),
         (&moved, &batch),
         (&init, &other),
         (&moved, &other),
-    ] {
-        tr.set_delta("delta", delta).unwrap();
-        tr.zero_grad();
-        let loss = tr.forward_backward(b, &obj).unwrap();
-        let (want_loss, want) = fresh(delta, b);
-        assert_eq!(loss.to_bits(), want_loss, "loss");
-        assert!(*tr.grads() == want, "gradients");
+    ];
+    let want: Vec<_> = steps.iter().map(|(d, b)| fresh(d, b)).collect();
+    // Budgets: every batch kept, none, and room for one batch's stream only, so the second
+    // batch is always recomputed.
+    let one = batch.iter().map(Vec::len).sum::<usize>() * model.config().hidden_size * 4;
+    for budget in [usize::MAX, 0, one] {
+        let mut model = load("hf");
+        let mut tr = Trainer::new(&mut model, set.clone())
+            .unwrap()
+            .with_prefix_budget(budget);
+        // Twice round, so the second pass meets kept streams.
+        for (i, (delta, b)) in steps.iter().chain(steps.iter()).enumerate() {
+            tr.set_delta("delta", delta).unwrap();
+            tr.zero_grad();
+            let loss = tr.forward_backward(b, &obj).unwrap();
+            let (want_loss, want) = &want[i % steps.len()];
+            assert_eq!(
+                loss.to_bits(),
+                *want_loss,
+                "loss, budget {budget}, call {i}"
+            );
+            assert!(tr.grads() == want, "gradients, budget {budget}, call {i}");
+        }
+        assert!(tr.set_delta("delta", &init[1..]).is_err());
+        assert!(tr.set_delta("nope", &init).is_err());
     }
-    assert!(tr.set_delta("delta", &init[1..]).is_err());
-    assert!(tr.set_delta("nope", &init).is_err());
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! during the backward. Both paths run the same kernels, so the budget changes memory and
 //! time, never the result.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::backend::cpu::attention::KeySpan;
 use crate::backend::cpu::embedding::embed;
@@ -43,17 +43,23 @@ pub struct Trainer<'m> {
     set: TrainableSet,
     grads: BTreeMap<String, Vec<f32>>,
     activation_budget: usize,
-    prefix: Option<Prefix>,
+    prefixes: Prefixes,
 }
 
-/// The stream entering the lowest trained layer for the last batch, before any delta. Nothing
-/// under that layer trains and the trainer holds the model's only borrow, so while the batch
-/// is the same the stream is too: an optimisation over a fixed batch (ROME's and MEMIT's value
-/// vector, FT's full batch) runs the frozen layers once instead of every step.
-struct Prefix {
-    tokens: Vec<u32>,
-    offsets: Vec<usize>,
-    x: Vec<f32>,
+/// Default bytes of kept frozen-prefix streams: every batch of a SmolLM2 unlearning run
+/// (100 batches of 4 x 32 tokens take ~30 MiB); bigger runs keep the batches that fit.
+pub const DEFAULT_PREFIX_BUDGET: usize = 256 << 20;
+
+/// The stream entering the lowest trained layer, before any delta, per batch seen. Nothing
+/// under that layer trains and the trainer holds the model's only borrow, so a batch seen
+/// again gives the same stream: an optimisation over a fixed batch (ROME's and MEMIT's value
+/// vector) or over batches it cycles through (RMU, GD past one pass) runs the frozen layers
+/// once per batch instead of once per step. Batches past the budget are not kept (the first
+/// ones seen are, so which are kept depends on the batch order only).
+struct Prefixes {
+    streams: HashMap<(Vec<u32>, Vec<usize>), Vec<f32>>,
+    bytes: usize,
+    budget: usize,
 }
 
 /// A packed batch: sequence b is rows `offsets[b]..offsets[b+1]`.
@@ -92,7 +98,11 @@ impl<'m> Trainer<'m> {
             set,
             grads,
             activation_budget: DEFAULT_ACTIVATION_BUDGET,
-            prefix: None,
+            prefixes: Prefixes {
+                streams: HashMap::new(),
+                bytes: 0,
+                budget: DEFAULT_PREFIX_BUDGET,
+            },
         })
     }
 
@@ -100,6 +110,12 @@ impl<'m> Trainer<'m> {
     /// trained layer is recomputed from its input, the least memory).
     pub fn with_activation_budget(mut self, bytes: usize) -> Self {
         self.activation_budget = bytes;
+        self
+    }
+
+    /// Sets the bytes of frozen-prefix streams kept between calls (0: none kept).
+    pub fn with_prefix_budget(mut self, bytes: usize) -> Self {
+        self.prefixes.budget = bytes;
         self
     }
 
@@ -277,12 +293,11 @@ impl<'m> Trainer<'m> {
         // The frozen layers under `lowest` (their MSE terms aside, which read them) run once
         // per batch; a delta leaving layer `lowest - 1` is added after the cached stream.
         let cacheable = !train_embed && lowest > 0 && mse_at.keys().all(|&l| l >= lowest);
-        let cached = self
-            .prefix
-            .as_ref()
-            .filter(|q| cacheable && q.tokens == p.tokens && q.offsets == p.offsets);
+        let key = (p.tokens.clone(), p.offsets.clone());
+        let cached = self.prefixes.streams.get(&key).filter(|_| cacheable);
+        let cacheable = cacheable && self.prefixes.bytes + 4 * n * c <= self.prefixes.budget;
         let (mut x, first) = match cached {
-            Some(q) => (q.x.clone(), lowest),
+            Some(q) => (q.clone(), lowest),
             None => {
                 let mut x = vec![0.0f32; n * c];
                 embed(&model.embed, c, &p.tokens, &mut x);
@@ -325,11 +340,8 @@ impl<'m> Trainer<'m> {
         }
 
         if let Some(x) = new_prefix {
-            self.prefix = Some(Prefix {
-                tokens: p.tokens.clone(),
-                offsets: p.offsets.clone(),
-                x,
-            });
+            self.prefixes.bytes += 4 * x.len();
+            self.prefixes.streams.insert(key, x);
         }
 
         // Backward from the head (or the MSE layers) down.
