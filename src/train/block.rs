@@ -207,6 +207,11 @@ pub(crate) fn block_forward(
     })
 }
 
+/// The Hugging Face name of projection `p`'s `kind` ("weight", "bias") in layer `l`.
+fn proj_tensor(l: usize, p: Proj, kind: &str) -> String {
+    format!("model.layers.{l}.{}.{kind}", p.module())
+}
+
 /// Adds the weight and bias gradients of the projections `projs` sharing the fused linear
 /// (`dy` `[M, N]`, input `x` `[M, K]`) to those of them in `grads`; computes nothing when
 /// none is trained.
@@ -222,16 +227,15 @@ fn weight_grads(
     (dy, x): (&[f32], &[f32]),
     (m, k, n): (usize, usize, usize),
 ) {
-    let name = |p: Proj, kind: &str| format!("model.layers.{l}.{}.{kind}", p.module());
     for &p in projs {
         let (inp, out) = super::lora::linear_dims(&model.config, p);
         debug_assert_eq!(inp, k, "weight_grads: {p:?} input width");
         let r0 = fused_row0(&model.config, p);
-        if let Some(g) = grads.get_mut(&name(p, "weight")) {
+        if let Some(g) = grads.get_mut(&proj_tensor(l, p, "weight")) {
             // dW_p[out, K] += dy[:, r0..r0+out]^T . x
             super::linear::matmul(g, &dy[r0..], (1, n), x, (k, 1), out, m, k, true);
         }
-        if let Some(g) = grads.get_mut(&name(p, "bias")) {
+        if let Some(g) = grads.get_mut(&proj_tensor(l, p, "bias")) {
             for row in dy.chunks_exact(n) {
                 for (a, &d) in g.iter_mut().zip(&row[r0..r0 + out]) {
                     *a += d;
@@ -300,11 +304,10 @@ pub(crate) fn block_backward(
     let norm_name = |s: &str| format!("model.layers.{l}.{s}.weight");
     let trains = |projs: &[Proj], norm: &str| {
         grads.contains_key(&norm_name(norm))
-            || projs.iter().any(|p| {
-                let name = |kind: &str| format!("model.layers.{l}.{}.{kind}", p.module());
-                grads.contains_key(&name("weight"))
-                    || grads.contains_key(&name("bias"))
-                    || adapters.iter().any(|ad| ad.proj == *p)
+            || projs.iter().any(|&p| {
+                grads.contains_key(&proj_tensor(l, p, "weight"))
+                    || grads.contains_key(&proj_tensor(l, p, "bias"))
+                    || adapters.iter().any(|ad| ad.proj == p)
             })
     };
     // Whether anything under each stage still needs the gradient flowing through it.

@@ -293,9 +293,11 @@ impl<'m> Trainer<'m> {
         // The frozen layers under `lowest` (their MSE terms aside, which read them) run once
         // per batch; a delta leaving layer `lowest - 1` is added after the cached stream.
         let cacheable = !train_embed && lowest > 0 && mse_at.keys().all(|&l| l >= lowest);
-        let key = (p.tokens.clone(), p.offsets.clone());
-        let cached = self.prefixes.streams.get(&key).filter(|_| cacheable);
-        let cacheable = cacheable && self.prefixes.bytes + 4 * n * c <= self.prefixes.budget;
+        let key = cacheable.then(|| (p.tokens.clone(), p.offsets.clone()));
+        let cached = key.as_ref().and_then(|k| self.prefixes.streams.get(k));
+        let keep = cached.is_none()
+            && key.is_some()
+            && self.prefixes.bytes + 4 * n * c <= self.prefixes.budget;
         let (mut x, first) = match cached {
             Some(q) => (q.clone(), lowest),
             None => {
@@ -324,7 +326,7 @@ impl<'m> Trainer<'m> {
                 }
                 block_forward(model, l, &mut x, &rows, &adapters(l), false);
             }
-            if cacheable && l + 1 == lowest {
+            if keep && l + 1 == lowest {
                 new_prefix = Some(x.clone());
             }
             self.add_deltas(l, &p, &mut x);
@@ -339,7 +341,7 @@ impl<'m> Trainer<'m> {
             }
         }
 
-        if let Some(x) = new_prefix {
+        if let (Some(x), Some(key)) = (new_prefix, key) {
             self.prefixes.bytes += 4 * x.len();
             self.prefixes.streams.insert(key, x);
         }
