@@ -124,7 +124,8 @@ fi
 # Matmul sweep, GPU only, 3 runs each: the default (whose tile steps down for small outputs,
 # INTERVENE_GPU_TILE_MIN_GROUPS), the default with naga's loop countdown back on, fixed tile
 # shapes (INTERVENE_GPU_TILE=bm,bn,bk,tm,tn, never stepped down), and the register-blocked
-# kernel (tile off) at its best block from the first H200 run. Each summary line has the
+# kernels (tile off): the scalar one at its best block from the first H200 run, the vec4 one
+# at three blocks. Each summary line has the
 # 4096^3 figure and its fraction of the peak.
 sweep() { # name env...
   local name=$1
@@ -150,6 +151,10 @@ for t in 128,128,16,8,8 128,128,8,8,8 128,128,32,8,8 64,64,16,4,4 128,64,16,8,4 
   sweep "tile_${t//,/_}" INTERVENE_GPU_TILE=$t INTERVENE_GPU_TILE_MIN_GROUPS=0
 done
 sweep off_32_8_4 INTERVENE_GPU_TILE=off INTERVENE_GPU_MATMUL=32,8,4
+# The same with the vec4 register kernel (matmul_vec4.wgsl, software adapters' default).
+for b in 4,4 8,4 8,8; do
+  sweep "off_vec4_64_${b//,/_}" INTERVENE_GPU_TILE=off INTERVENE_GPU_MATMUL=64,4,4 INTERVENE_GPU_MATMUL4=$b
+done
 run cli_help 20 "$dir/intervene" --help
 log "overall: $([ $status -eq 0 ] && echo ok || echo FAILED)"
 exit $status

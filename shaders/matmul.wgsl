@@ -3,8 +3,9 @@
 // every loaded x and W value feeds TN (resp. TM) multiply-adds. The block is fully unrolled
 // (`//#unroll`, expanded on the host): its TM * TN accumulators are distinct scalars that
 // the driver can keep in registers, where an indexed private array would live in memory.
-// No workgroup memory: on software rasterisers it only adds barriers (hardware adapters run
-// matmul_tiled.wgsl wherever K % 4 == 0). TM/TN/WG are the tuning knobs (device.rs,
+// No workgroup memory: on software rasterisers it only adds barriers. Wherever K % 4 == 0,
+// hardware adapters run matmul_tiled.wgsl and software ones matmul_vec4.wgsl, which reads
+// whole vec4s; this kernel takes the rest. TM/TN/WG are the tuning knobs (device.rs,
 // `Tuning`). W may be one row chunk of a larger weight (rows n0..n0+n_len). `Params` and
 // `store` come from linear_common.wgsl.
 

@@ -29,6 +29,10 @@ pub struct Tuning {
     pub mm_wg: u32,
     pub mm_tm: u32,
     pub mm_tn: u32,
+    /// Output rows and columns per invocation of the vec4 register kernel
+    /// (`shaders/matmul_vec4.wgsl`), which runs where K % 4 == 0 and no tile is used.
+    pub mm4_tm: u32,
+    pub mm4_tn: u32,
     /// Invocations per workgroup for elementwise kernels and row reductions.
     pub wg: u32,
     /// The workgroup-memory tiled matmul (`shaders/matmul_tiled.wgsl`) where the adapter is
@@ -142,6 +146,11 @@ impl Tuning {
                 mm_wg: 8,
                 mm_tm: 16,
                 mm_tn: 16,
+                // vec4 loads quarter the gathers, and a 32 x 32 block (spilled, but each
+                // loaded vec4 feeds 32 dot products) ran fastest of 16x16 to 64x32 on a
+                // 2-core EPYC: 30-35 GFLOP/s against 26-28 for 16 x 16 (bench/RESULTS.md).
+                mm4_tm: 32,
+                mm4_tn: 32,
                 wg: 64,
                 // Workgroup memory only adds barriers there (wgpu-on-cpu.md, section 3).
                 mm_tile: None,
@@ -151,6 +160,8 @@ impl Tuning {
                 mm_wg: 64,
                 mm_tm: 4,
                 mm_tn: 4,
+                mm4_tm: 4,
+                mm4_tn: 4,
                 wg: 256,
                 mm_tile: Some(MatmulTile {
                     bm: 128,
@@ -173,6 +184,17 @@ impl Tuning {
                     t.mm_tm = tm;
                     t.mm_tn = tn;
                 }
+            }
+        }
+        // `INTERVENE_GPU_MATMUL4=tm,tn` overrides the vec4 register kernel's block.
+        if let Ok(s) = std::env::var("INTERVENE_GPU_MATMUL4") {
+            let v: Vec<u32> = s.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+            match v[..] {
+                [tm, tn] if (1..=64).contains(&tm) && (1..=64).contains(&tn) => {
+                    t.mm4_tm = tm;
+                    t.mm4_tn = tn;
+                }
+                _ => eprintln!("note: INTERVENE_GPU_MATMUL4={s:?} is not tm,tn in 1..=64; ignored"),
             }
         }
         // `INTERVENE_GPU_TILE=bm,bn,bk,tm,tn` (or `off`) overrides the tiled matmul.

@@ -17,6 +17,7 @@ use super::{GpuError, GpuResult};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     Matmul,
+    MatmulVec4,
     MatmulTiled,
     Rmsnorm,
     Rope,
@@ -42,6 +43,10 @@ impl Shader {
         match self {
             Shader::Matmul => concat!(
                 include_str!("../../../shaders/matmul.wgsl"),
+                include_str!("../../../shaders/linear_common.wgsl")
+            ),
+            Shader::MatmulVec4 => concat!(
+                include_str!("../../../shaders/matmul_vec4.wgsl"),
                 include_str!("../../../shaders/linear_common.wgsl")
             ),
             Shader::MatmulTiled => concat!(

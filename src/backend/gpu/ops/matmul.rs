@@ -25,8 +25,9 @@ const _: () = assert!(std::mem::size_of::<Params>() == 32);
 const OP: &str = "linear";
 
 /// `y = x W^T (+ bias)`, or `y += ...` with `accumulate`. Shapes: x `[M, K]`, w `[N, K]`,
-/// bias `[N]`, y `[M, N]` (any leading dims, viewed as matrices). Runs the adapter's tiled
-/// kernel where it has one and the shapes allow it, else the register-blocked one.
+/// bias `[N]`, y `[M, N]` (any leading dims, viewed as matrices). Where K % 4 == 0 runs the
+/// adapter's tiled kernel if it has one, else the vec4 register-blocked one; otherwise the
+/// scalar register-blocked one.
 pub fn linear(
     gpu: &Gpu,
     x: &GpuTensor,
@@ -35,11 +36,11 @@ pub fn linear(
     y: &GpuTensor,
     accumulate: bool,
 ) -> GpuResult<()> {
-    linear_with(gpu, x, w, bias, y, accumulate, gpu.tuning().mm_tile)
+    linear_with(gpu, x, w, bias, y, accumulate, gpu.tuning())
 }
 
-/// [`linear`] with the kernel chosen by the caller (`None`: register-blocked): tests run the
-/// tiled kernel on adapters whose tuning does not pick it.
+/// [`linear`] under the caller's tuning instead of the adapter's: tests run the tiled kernel on
+/// adapters whose tuning does not pick it, and the register kernels at several blocks.
 pub(crate) fn linear_with(
     gpu: &Gpu,
     x: &GpuTensor,
@@ -47,7 +48,7 @@ pub(crate) fn linear_with(
     bias: Option<&GpuTensor>,
     y: &GpuTensor,
     accumulate: bool,
-    tile: Option<MatmulTile>,
+    t: Tuning,
 ) -> GpuResult<()> {
     let (m, k) = (x.rows(), x.cols());
     let n = w.rows();
@@ -80,14 +81,13 @@ pub(crate) fn linear_with(
     u32_of(OP, "M*N", m * n)?;
     u32_of(OP, "M*K", m * k)?;
     let flags = u32::from(accumulate) | (u32::from(bias.is_some()) << 1);
-    let tile = tile.filter(|_| {
-        // vec4 reads along K: K in whole vec4s and every x/W binding a whole number of them.
-        k >= 4
-            && k % 4 == 0
-            && xb.size() % 16 == 0
-            && w.chunks.iter().all(|c| c.buf.size() % 16 == 0)
-    });
-    let t = gpu.tuning();
+    // vec4 reads along K (both kernels but the scalar one): K in whole vec4s and every x/W
+    // binding a whole number of them.
+    let vec4 = k >= 4
+        && k % 4 == 0
+        && xb.size() % 16 == 0
+        && w.chunks.iter().all(|c| c.buf.size() % 16 == 0);
+    let tile = t.mm_tile.filter(|_| vec4);
     let limits = gpu.limits();
     for chunk in &w.chunks {
         if chunk.rows == 0 {
@@ -102,7 +102,7 @@ pub(crate) fn linear_with(
                 limits.max_compute_workgroup_storage_size,
             )
         });
-        let (key, rows_per_group, cols_per_group, threads) = kernel(&t, tile);
+        let (key, rows_per_group, cols_per_group, threads) = kernel(&t, tile, vec4, m, chunk.rows);
         u32_of(OP, "W chunk", chunk.rows * k)?;
         let p = Params {
             m: m as u32,
@@ -126,10 +126,16 @@ pub(crate) fn linear_with(
     Ok(())
 }
 
-/// The kernel for one product: its key, the output rows and columns one work unit covers, and
-/// the invocations per workgroup. Register kernel: the unit is one invocation's block;
-/// tiled kernel: one workgroup's tile.
-fn kernel(t: &Tuning, tile: Option<MatmulTile>) -> (KernelKey, u32, u32, u32) {
+/// The kernel for one product (`m` rows, `n_len` columns of this W chunk): its key, the output
+/// rows and columns one work unit covers, and the invocations per workgroup. Register
+/// kernels: the unit is one invocation's block; tiled kernel: one workgroup's tile.
+fn kernel(
+    t: &Tuning,
+    tile: Option<MatmulTile>,
+    vec4: bool,
+    m: usize,
+    n_len: usize,
+) -> (KernelKey, u32, u32, u32) {
     match tile {
         Some(tl) => {
             let threads = tl.threads();
@@ -153,6 +159,18 @@ fn kernel(t: &Tuning, tile: Option<MatmulTile>) -> (KernelKey, u32, u32, u32) {
                 subs,
             };
             (key, tl.bm, tl.bn, 1)
+        }
+        None if vec4 => {
+            // A block past the output is computed on clamped rows and thrown away: shrink it
+            // to the product (a one-token step would otherwise do 32 rows of work).
+            let fit = |b: u32, len: usize| b.min(len.next_power_of_two().min(64) as u32);
+            let (tm, tn) = (fit(t.mm4_tm, m), fit(t.mm4_tn, n_len));
+            let key = KernelKey {
+                shader: Shader::MatmulVec4,
+                entry: "linear",
+                subs: vec![("WG", t.mm_wg), ("TM", tm), ("TN", tn)],
+            };
+            (key, tm, tn, t.mm_wg)
         }
         None => {
             let key = KernelKey {
@@ -185,18 +203,10 @@ mod tests {
         acc: bool,
         w_chunk: Option<u64>,
     ) {
-        trial_with(
-            gpu,
-            rng,
-            (m, k, n),
-            bias,
-            acc,
-            w_chunk,
-            gpu.tuning().mm_tile,
-        );
+        trial_with(gpu, rng, (m, k, n), bias, acc, w_chunk, gpu.tuning());
     }
 
-    /// [`trial`] on a chosen kernel (`tile`: None = register-blocked).
+    /// [`trial`] under a chosen tuning.
     fn trial_with(
         gpu: &Gpu,
         rng: &mut Rng,
@@ -204,7 +214,7 @@ mod tests {
         bias: bool,
         acc: bool,
         w_chunk: Option<u64>,
-        tile: Option<MatmulTile>,
+        t: Tuning,
     ) {
         let x = rng.vec(m * k, 1.0);
         let w = rng.vec(n * k, 1.0);
@@ -220,12 +230,12 @@ mod tests {
         gpu.set_chunk_bytes(gpu.max_chunk_bytes());
         let gb = GpuTensor::upload(gpu, &[n], &b).unwrap();
         let gy = GpuTensor::upload(gpu, &[m, n], &y0).unwrap();
-        linear_with(gpu, &gx, &gw, bias.then_some(&gb), &gy, acc, tile).unwrap();
+        linear_with(gpu, &gx, &gw, bias.then_some(&gb), &gy, acc, t).unwrap();
         let got = gy.download(gpu).unwrap();
         tol::MATMUL
             .check(
                 &format!(
-                    "linear {m}x{k}x{n} bias {bias} acc {acc} chunks {} tile {tile:?}",
+                    "linear {m}x{k}x{n} bias {bias} acc {acc} chunks {} tuning {t:?}",
                     gw.chunk_count()
                 ),
                 &got,
@@ -282,6 +292,10 @@ mod tests {
                 limits.max_compute_invocations_per_workgroup,
                 limits.max_compute_workgroup_storage_size,
             );
+            let tiled = |tile| Tuning {
+                mm_tile: Some(tile),
+                ..gpu.tuning()
+            };
             let tiles = [
                 (128, 128, 16, 8, 8),
                 (128, 64, 16, 8, 4),
@@ -301,10 +315,10 @@ mod tests {
                     (61, 97, 131, false, false),
                     (200, 20, 257, true, false),
                 ] {
-                    trial_with(gpu, &mut rng, (m, k, n), bias, acc, None, Some(tile));
+                    trial_with(gpu, &mut rng, (m, k, n), bias, acc, None, tiled(tile));
                 }
                 let chunk = Some(10 * 36 * 4);
-                trial_with(gpu, &mut rng, (9, 36, 53), true, true, chunk, Some(tile));
+                trial_with(gpu, &mut rng, (9, 36, 53), true, true, chunk, tiled(tile));
             }
             // Every tile sums each output's products in the same order: the same bits.
             let (m, k, n) = (67, 100, 131);
@@ -316,7 +330,7 @@ mod tests {
                 .iter()
                 .map(|&tile| {
                     let gy = GpuTensor::zeros(gpu, &[m, n]).unwrap();
-                    linear_with(gpu, &gx, &gw, None, &gy, false, Some(tile)).unwrap();
+                    linear_with(gpu, &gx, &gw, None, &gy, false, tiled(tile)).unwrap();
                     gy.download(gpu)
                         .unwrap()
                         .iter()
@@ -352,6 +366,38 @@ mod tests {
                 })
             );
             assert_eq!(MatmulTile::parse("128,64,16,8"), None);
+        });
+    }
+
+    /// The register kernels, whichever the adapter's tuning picks, at several blocks and
+    /// workgroup sizes: the vec4 one (K % 4 == 0) with blocks larger than the product, M and N
+    /// off the block, K = 4, accumulate and bias, a chunked W; the scalar one where K % 4 != 0.
+    #[test]
+    fn register_kernels_match_cpu_at_every_block() {
+        with_gpu("matmul register", |gpu| {
+            let mut rng = Rng::new(14);
+            for (wg, tm, tn) in [(8, 32, 32), (8, 16, 16), (64, 4, 4), (1, 3, 5), (16, 8, 24)] {
+                let t = Tuning {
+                    mm_tile: None,
+                    mm_wg: wg,
+                    mm_tm: tm.min(16),
+                    mm_tn: tn.min(16),
+                    mm4_tm: tm,
+                    mm4_tn: tn,
+                    ..gpu.tuning()
+                };
+                for &(m, k, n, bias, acc) in &[
+                    (1, 4, 1, false, false),
+                    (3, 52, 130, true, true),
+                    (37, 132, 67, true, false),
+                    (129, 576, 131, false, true),
+                    (33, 97, 41, true, true),
+                ] {
+                    trial_with(gpu, &mut rng, (m, k, n), bias, acc, None, t);
+                }
+                let chunk = Some(10 * 36 * 4);
+                trial_with(gpu, &mut rng, (9, 36, 53), true, true, chunk, t);
+            }
         });
     }
 
