@@ -72,6 +72,26 @@ JSON
 fi
 grep -m1 '^adapter:' "$out"/probe_*.txt | tee -a "$summary"
 
+# Same-card comparison (a DIR from `bench/gpu_device_prepare.sh --compare`): our whole forward
+# against llama.cpp's Vulkan backend on SmolLM2-135M with zeroed weights (same shapes; the
+# kernels' time does not depend on the values), 128- and 512-token prefills, then stop.
+if [ -x "$dir/llama-bench" ]; then
+  export LD_LIBRARY_PATH="$dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  tmp=$(mktemp -d)
+  for dt in f32 f16; do gunzip -c "$dir/smollm2-zero-$dt.gguf.gz" >"$tmp/smollm2-zero-$dt.gguf"; done
+  for round in 1 2; do
+    timeout 120 "$dir/gpu_bench" --forward-only --gpu-only --tokens 128 --tokens 512 \
+      >"$out/ours_$round.txt" 2>&1
+    log "ours, round $round: exit $? $(grep -E '^forward' "$out/ours_$round.txt" | tr '\n' ' ')"
+    timeout 180 "$dir/llama-bench" -m "$tmp/smollm2-zero-f32.gguf,$tmp/smollm2-zero-f16.gguf" \
+      -p 128,512 -n 0 -ngl 99 -fa 0,1 -r 5 -o md >"$out/llama_$round.txt" 2>&1
+    log "llama.cpp, round $round: exit $?"
+    grep -E '^\|' "$out/llama_$round.txt" | tee -a "$summary"
+  done
+  grep -iE 'ggml_vulkan: [0-9]|device' "$out/llama_1.txt" | head -3 | tee -a "$summary"
+  exit 0
+fi
+
 # Tests find fixtures through the path they were built in; point it here if it is missing.
 built=$(cat "$dir/MANIFEST_DIR" 2>/dev/null || true)
 if [ -n "$built" ] && [ ! -e "$built/fixtures" ]; then

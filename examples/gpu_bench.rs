@@ -1,9 +1,11 @@
 //! Matmul throughput and whole-forward time on the GPU backend and on the CPU backend, for
 //! `bench/gpu.sh`. Shapes are `M x K x N` for `y[M, N] = x[M, K] W[N, K]^T`: 1024^3 and the
 //! SmolLM2-135M MLP shapes 512x576x1536 and 512x1536x576 (plus 4096^3 on a hardware adapter).
-//! Forward: SmolLM2-135M-sized random weights, a 128-token prefill with last-position logits.
+//! Forward: SmolLM2-135M-sized random weights, a 128-token prefill (`--tokens N` for another
+//! length; several may be given) with last-position logits, as llama.cpp's `pp` tests time it.
 //!
-//! Run: `cargo run --release --example gpu_bench [-- --quick] [--matmul-only] [--gpu-only]`.
+//! Run: `cargo run --release --example gpu_bench [-- --quick] [--matmul-only] [--gpu-only]
+//! [--forward-only] [--tokens N]...`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -51,6 +53,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let matmul_only = std::env::args().any(|a| a == "--matmul-only");
     // Tile sweeps: skip the CPU product (the GPU's result is still checked, on samples).
     let gpu_only = std::env::args().any(|a| a == "--gpu-only");
+    let forward_only = std::env::args().any(|a| a == "--forward-only");
+    let args: Vec<String> = std::env::args().collect();
+    let mut prefills: Vec<usize> = Vec::new();
+    for pair in args.windows(2).filter(|p| p[0] == "--tokens") {
+        match pair[1].parse() {
+            Ok(n) if n > 0 => prefills.push(n),
+            _ => return Err(format!("--tokens {:?} is not a positive count", pair[1]).into()),
+        }
+    }
+    if prefills.is_empty() {
+        prefills.push(128);
+    }
     let gpu = Gpu::new(AdapterPolicy::Any)?;
     println!("adapter: {}", gpu.describe());
     println!("tuning: {:?}", gpu.tuning());
@@ -59,9 +73,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if !gpu.is_software() {
         shapes.push((4096, 4096, 4096));
     }
+    if forward_only {
+        shapes.clear();
+    }
     let reps = if quick { 3 } else { 7 };
-    println!("| M x K x N | CPU GFLOP/s | GPU GFLOP/s | GPU ms | GPU max rel err |");
-    println!("|---|---|---|---|---|");
+    if !shapes.is_empty() {
+        println!("| M x K x N | CPU GFLOP/s | GPU GFLOP/s | GPU ms | GPU max rel err |");
+        println!("|---|---|---|---|---|");
+    }
     for &(m, k, n) in &shapes {
         let x = random(m * k, 1, 1.0);
         let w = random(n * k, 2, 0.05);
@@ -120,25 +139,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let model = Llama::from_tensors(cfg, tensors)?;
-    let prompt: Vec<u32> = (0..128u32).map(|i| (i * 7919) % 49152).collect();
-    let freps = if quick { 1 } else { 3 };
-    let cpu = median(freps, || {
-        model
-            .forward(&[&prompt], Logits::Last, &Hooks::default())
-            .expect("cpu forward");
-    });
     let on_gpu = GpuLlama::upload(&gpu, &model)?;
-    let g = median(freps, || {
-        on_gpu
-            .logits(&[&prompt], Logits::Last)
-            .expect("gpu forward");
-    });
-    println!(
-        "forward, SmolLM2-135M shapes, 128-token prefill: CPU {:.1} ms ({:.0} tok/s), GPU {:.1} ms ({:.0} tok/s)",
-        cpu * 1e3,
-        128.0 / cpu,
-        g * 1e3,
-        128.0 / g
-    );
+    let freps = if quick { 1 } else { 3 };
+    for &tokens in &prefills {
+        let prompt: Vec<u32> = (0..tokens as u32).map(|i| (i * 7919) % 49152).collect();
+        let cpu = (!gpu_only).then(|| {
+            median(freps, || {
+                model
+                    .forward(&[&prompt], Logits::Last, &Hooks::default())
+                    .expect("cpu forward");
+            })
+        });
+        let g = median(freps, || {
+            on_gpu
+                .logits(&[&prompt], Logits::Last)
+                .expect("gpu forward");
+        });
+        let cpu = cpu.map_or("CPU skipped".to_string(), |c| {
+            format!("CPU {:.1} ms ({:.0} tok/s)", c * 1e3, tokens as f64 / c)
+        });
+        println!(
+            "forward, SmolLM2-135M shapes, {tokens}-token prefill: {cpu}, GPU {:.1} ms ({:.0} tok/s)",
+            g * 1e3,
+            tokens as f64 / g
+        );
+    }
     Ok(())
 }
