@@ -398,6 +398,34 @@ mod tests {
                 let chunk = Some(10 * 36 * 4);
                 trial_with(gpu, &mut rng, (9, 36, 53), true, true, chunk, t);
             }
+            // Every block sums each output's products in the same order: the same bits.
+            let (m, k, n) = (45, 100, 77);
+            let x = rng.vec(m * k, 1.0);
+            let w = rng.vec(n * k, 1.0);
+            let gx = GpuTensor::upload(gpu, &[m, k], &x).unwrap();
+            let gw = GpuTensor::upload(gpu, &[n, k], &w).unwrap();
+            let bits = |tm, tn| -> Vec<u32> {
+                let t = Tuning {
+                    mm_tile: None,
+                    mm4_tm: tm,
+                    mm4_tn: tn,
+                    ..gpu.tuning()
+                };
+                let gy = GpuTensor::zeros(gpu, &[m, n]).unwrap();
+                linear_with(gpu, &gx, &gw, None, &gy, false, t).unwrap();
+                gy.download(gpu)
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            let first = bits(32, 32);
+            for (tm, tn) in [(1, 1), (4, 4), (16, 8), (3, 7)] {
+                assert!(
+                    bits(tm, tn) == first,
+                    "block {tm}x{tn} differs from 32x32 in bits"
+                );
+            }
         });
     }
 
