@@ -32,8 +32,12 @@ RMU_N2=${RMU_N2:-80}
 GD_N1=${GD_N1:-2}
 GD_N2=${GD_N2:-12}
 METHODS=${METHODS:-rmu gd}
-COMMON=(--forget "$FACTS/forget_text.jsonl" --retain "$FACTS/retain_text.jsonl" --max-len 32 --batch-size 4)
-RMU_ARGS=(--layer 7 --lr 2e-2 --alpha 10 --steering-scale 2 --skip-first 1)
+BATCH=${BATCH:-4}
+MAXLEN=${MAXLEN:-32}
+# RMU_SET overrides the RMU settings, e.g. the facts benchmark's (README):
+#   BATCH=8 MAXLEN=64 RMU_SET="--layer 7 --lr 1e-2 --alpha 150 --steering-scale 5 --skip-first 1"
+read -ra RMU_ARGS <<<"${RMU_SET:---layer 7 --lr 2e-2 --alpha 10 --steering-scale 2 --skip-first 1}"
+COMMON=(--forget "$FACTS/forget_text.jsonl" --retain "$FACTS/retain_text.jsonl" --max-len "$MAXLEN" --batch-size "$BATCH")
 GD_ARGS=(--lr 1e-5)
 
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build --release, or set BIN)" >&2; exit 2; }
@@ -46,7 +50,8 @@ RESULTS="$OUT/results.jsonl"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), nice $(nice)"
 echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' + uncommitted changes under src/'), binary: $BIN ($(date -u -r "$BIN" +%H:%M:%SZ))"
-echo "threads: $THREADS, reps: $REPS, rmu steps $RMU_N1 vs $RMU_N2, gd steps $GD_N1 vs $GD_N2"
+echo "threads: $THREADS, reps: $REPS, rmu steps $RMU_N1 vs $RMU_N2, gd steps $GD_N1 vs $GD_N2, batch $BATCH, max-len $MAXLEN"
+echo "rmu settings: ${RMU_ARGS[*]}"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 # Someone regenerating data/facts mid-run would make the N1 and N2 runs read different batches.
 data_sum() { sha256sum "$FACTS/forget_text.jsonl" "$FACTS/retain_text.jsonl" | cut -c1-12 | tr '\n' ' '; }

@@ -5,6 +5,16 @@
 
 use gemm::Parallelism;
 
+use crate::backend::cpu::matmul::{gemm_by_columns, Strided};
+
+/// How [`strided_gemm`] uses the rayon pool.
+enum Split {
+    /// Output columns split over the pool ([`gemm_by_columns`]).
+    Columns,
+    /// One thread: the caller already runs several products in parallel.
+    Serial,
+}
+
 /// `c[M, N] (+)= a[M, K] . b[K, N]` with arbitrary strides for `a` and `b` (element (i, p) of
 /// `a` is `a[i * a_rs + p * a_cs]`) and a contiguous `c`. Transposes are expressed as strides,
 /// so `dx = dy W` and `dW = dy^T x` need no copies. Runs on the rayon pool.
@@ -27,7 +37,7 @@ pub(crate) fn matmul(
         (b, b_strides),
         (m, k, n),
         accumulate,
-        Parallelism::Rayon(0),
+        Split::Columns,
     );
 }
 
@@ -40,7 +50,7 @@ pub(crate) fn matmul_serial(
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
 ) {
-    strided_gemm(c, a, b, (m, k, n), accumulate, Parallelism::None);
+    strided_gemm(c, a, b, (m, k, n), accumulate, Split::Serial);
 }
 
 fn strided_gemm(
@@ -49,7 +59,7 @@ fn strided_gemm(
     (b, (b_rs, b_cs)): (&[f32], (usize, usize)),
     (m, k, n): (usize, usize, usize),
     accumulate: bool,
-    parallelism: Parallelism,
+    split: Split,
 ) {
     assert_eq!(c.len(), m * n, "matmul: c is not [M, N]");
     if m == 0 || n == 0 {
@@ -73,27 +83,36 @@ fn strided_gemm(
     // SAFETY: the asserts above bound every index gemm reads in `a` and `b`; `c` is M x N with
     // row stride N and column stride 1, and is borrowed mutably so nothing aliases it.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs as isize,
-            a_rs as isize,
-            b.as_ptr(),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+        match split {
+            Split::Columns => gemm_by_columns(
+                (m, k, n),
+                c.as_mut_ptr(),
+                accumulate,
+                Strided::new(a.as_ptr(), a_rs, a_cs),
+                Strided::new(b.as_ptr(), b_rs, b_cs),
+            ),
+            Split::Serial => gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                a.as_ptr(),
+                a_cs as isize,
+                a_rs as isize,
+                b.as_ptr(),
+                b_cs as isize,
+                b_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            ),
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The linear layer `y = x W^T (+ b)` with PyTorch's weight layout: W is `[out, in]` row-major.
-//! Prefill-sized products go to the `gemm` crate (packed, SIMD, rayon-parallel); a few rows
+//! Prefill-sized products go to the `gemm` crate (packed, SIMD; the output columns split over
+//! the rayon pool, [`gemm_by_columns`]); a few rows
 //! (decode) go to a rayon GEMV that streams each weight row once, since there the cost is
 //! reading W from memory, not arithmetic.
 
@@ -49,26 +50,12 @@ pub fn linear(
         // column j of W^T) and row stride 1, y is M x N with row stride N. The slices do not
         // overlap (`y` is borrowed mutably).
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
+            gemm_by_columns(
+                (m, k, n),
                 y.as_mut_ptr(),
-                1,
-                n as isize,
                 accumulate,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(0),
+                Strided::new(x.as_ptr(), k, 1),
+                Strided::new(w.as_ptr(), 1, k),
             );
         }
     }
@@ -78,6 +65,98 @@ pub fn linear(
                 *v += bb;
             }
         }
+    }
+}
+
+/// A read-only operand of [`gemm_by_columns`]: where it starts and its row and column strides,
+/// in elements.
+#[derive(Clone, Copy)]
+pub(crate) struct Strided {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+impl Strided {
+    pub(crate) fn new(ptr: *const f32, rs: usize, cs: usize) -> Strided {
+        Strided {
+            ptr,
+            rs: rs as isize,
+            cs: cs as isize,
+        }
+    }
+}
+
+/// The raw pointers a column run needs, handed to rayon's workers.
+#[derive(Clone, Copy)]
+struct Operands {
+    c: *mut f32,
+    a: Strided,
+    b: Strided,
+}
+// SAFETY: each worker writes a disjoint run of c's columns and only reads a and b, which the
+// caller keeps alive and unchanged for the whole call.
+unsafe impl Send for Operands {}
+unsafe impl Sync for Operands {}
+
+/// Output columns per run are rounded up to this (whole SIMD panels for gemm's microkernels).
+const COLUMN_QUANTUM: usize = 16;
+
+/// `c[M, N] (+)= a[M, K] . b[K, N]`, c row-major (row stride N), with the output columns
+/// split into one run per rayon thread, each a serial gemm. gemm's own rayon split keeps
+/// about 1.1-1.4 of 2 cores busy on a training step's products (a few hundred rows, K of 576
+/// to 3072), where this keeps both; per output element the sum is the same, so the bits do
+/// not depend on the split or the thread count (gemm blocks K alike for every width).
+///
+/// # Safety
+/// `a` must be readable at every `(i, p)` for `i < m`, `p < k` through its strides, `b` at
+/// every `(p, j)` for `p < k`, `j < n`, and `c` writable for `m * n` elements that nothing else
+/// reads or writes during the call.
+pub(crate) unsafe fn gemm_by_columns(
+    (m, k, n): (usize, usize, usize),
+    c: *mut f32,
+    accumulate: bool,
+    a: Strided,
+    b: Strided,
+) {
+    let threads = rayon::current_num_threads();
+    let width = n.div_ceil(threads.max(1)).next_multiple_of(COLUMN_QUANTUM);
+    let ops = Operands { c, a, b };
+    let run = move |j0: usize| {
+        let ops = ops;
+        let cols = width.min(n - j0);
+        // SAFETY: columns j0..j0 + cols of c and of b lie inside the ranges the caller vouched
+        // for, and no other run touches these columns of c.
+        unsafe {
+            gemm::gemm(
+                m,
+                cols,
+                k,
+                ops.c.add(j0),
+                1,
+                n as isize,
+                accumulate,
+                ops.a.ptr,
+                ops.a.cs,
+                ops.a.rs,
+                ops.b.ptr.offset(j0 as isize * ops.b.cs),
+                ops.b.cs,
+                ops.b.rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+    };
+    if width >= n {
+        run(0);
+    } else {
+        (0..n.div_ceil(width))
+            .into_par_iter()
+            .for_each(|i| run(i * width));
     }
 }
 
@@ -165,6 +244,76 @@ mod tests {
             }
         }
         y
+    }
+
+    /// Sums of up to 1536 products of O(1) terms (|sum| ~ 40): f32 rounding ~1e-5 relative to
+    /// the terms' scale; a dropped or doubled product moves a sum by ~0.5.
+    const LONG_SUM: Tolerance = Tolerance {
+        abs: 2e-4,
+        rel: 1e-5,
+    };
+
+    /// The column split gives gemm's serial result bit for bit at every pool size, on plain
+    /// and transposed operands (as the backward passes them), accumulating or not; and the
+    /// serial result is the definition within f32 rounding.
+    #[test]
+    fn column_split_equals_serial_gemm_bit_for_bit_at_every_pool_size() {
+        let mut rng = Rng::new(3);
+        for &(m, k, n) in &[
+            (37, 129, 67),
+            (300, 576, 960),
+            (9, 1536, 17),
+            (64, 300, 1536),
+        ] {
+            let a = rng.vec(m * k, 1.0);
+            let b = rng.vec(k * n, 1.0);
+            let c0 = rng.vec(m * n, 1.0);
+            // (a_rs, a_cs), (b_rs, b_cs): row-major a and b, then each read transposed.
+            for (sa, sb) in [((k, 1), (n, 1)), ((1, m), (1, k))] {
+                for accumulate in [false, true] {
+                    let run = |threads: usize| {
+                        let mut c = c0.clone();
+                        let pool = rayon::ThreadPoolBuilder::new()
+                            .num_threads(threads)
+                            .build()
+                            .unwrap();
+                        // SAFETY: a is m x k and b is k x n under either stride pair; c is
+                        // m x n and owned here.
+                        pool.install(|| unsafe {
+                            gemm_by_columns(
+                                (m, k, n),
+                                c.as_mut_ptr(),
+                                accumulate,
+                                Strided::new(a.as_ptr(), sa.0, sa.1),
+                                Strided::new(b.as_ptr(), sb.0, sb.1),
+                            )
+                        });
+                        c
+                    };
+                    let one = run(1);
+                    for threads in [2, 3, 5, 16] {
+                        let got = run(threads);
+                        assert!(
+                            one.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()),
+                            "{m}x{k}x{n} strides {sa:?} {sb:?} acc {accumulate}: {threads} threads differ in bits"
+                        );
+                    }
+                    let want: Vec<f32> = (0..m * n)
+                        .map(|ij| {
+                            let (i, j) = (ij / n, ij % n);
+                            let dot: f64 = (0..k)
+                                .map(|p| {
+                                    f64::from(a[i * sa.0 + p * sa.1])
+                                        * f64::from(b[p * sb.0 + j * sb.1])
+                                })
+                                .sum();
+                            (dot + if accumulate { f64::from(c0[ij]) } else { 0.0 }) as f32
+                        })
+                        .collect();
+                    LONG_SUM.check("gemm_by_columns", &one, &want).unwrap();
+                }
+            }
+        }
     }
 
     #[test]
