@@ -42,7 +42,10 @@ GD_ARGS=(--lr 1e-5)
 
 [ -x "$BIN" ] || { echo "no binary at $BIN (cargo build --release, or set BIN)" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "needs GNU time at /usr/bin/time" >&2; exit 2; }
-OUT=$(mktemp -d /tmp/unlearn-speed.XXXXXX)
+# Checkpoints go to memory where there is some: writing a 540 MB checkpoint to disk takes a
+# varying second or more, which the difference of two runs does not cancel.
+SCRATCH=${SCRATCH:-$([ -d /dev/shm ] && [ -w /dev/shm ] && echo /dev/shm || echo /tmp)}
+OUT=$(mktemp -d "$SCRATCH/unlearn-speed.XXXXXX")
 trap 'rm -rf "$OUT"' EXIT
 # A private copy: a rebuild of target/ during the run must not change the binary mid-run.
 cp "$BIN" "$OUT/intervene"

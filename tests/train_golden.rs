@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use intervene::backend::cpu::tolerance::Tolerance;
 use intervene::checkpoint::Checkpoint;
-use intervene::model::Llama;
+use intervene::model::{Hooks, Llama, Logits};
 use intervene::optim::{Adam, AdamConfig};
 use intervene::train::{LoraConfig, LossTerm, MseTarget, Objective, Target, TrainableSet, Trainer};
 use serde_json::Value;
@@ -312,6 +312,60 @@ fn a_reused_trainer_gives_what_a_fresh_one_gives() {
         assert!(tr.set_delta("delta", &init[1..]).is_err());
         assert!(tr.set_delta("nope", &init).is_err());
     }
+}
+
+/// A stream handed over from the model's own forward (as RMU's frozen targets pass it) gives
+/// the trainer what it computes itself, bit for bit, with and without a delta added after it;
+/// a stream of the wrong length is refused, and a set that trains the embedding keeps none.
+#[test]
+fn a_prefix_kept_from_the_model_forward_gives_what_the_trainer_computes() {
+    let g = Golden::load();
+    let case = g.case("kl");
+    let obj = Objective::single(LossTerm::CrossEntropy(targets(&case["targets"])));
+    let d = &case["delta"];
+    let init = g.tensor(&d["init"]);
+    let batch = g.batch();
+    let model = load("hf");
+    let plain = TrainableSet::default().weight("model.layers.1.mlp.down_proj.weight");
+    let with_delta = plain
+        .clone()
+        .delta(model.config(), "delta", 0, rows(&d["rows"]));
+    let hooks = Hooks {
+        stop_after_layer: Some(1),
+        capture_hidden: [0].into_iter().collect(),
+        ..Hooks::default()
+    };
+    let out = model.forward(&batch, Logits::None, &hooks).unwrap();
+    let stream = out.captures.hidden[&0].data().to_vec();
+    for set in [plain, with_delta] {
+        let run = |keep: bool| {
+            let mut model = load("hf");
+            let mut tr = Trainer::new(&mut model, set.clone()).unwrap();
+            assert_eq!(tr.prefix_layer(), Some(1));
+            if !set.deltas.is_empty() {
+                tr.set_delta("delta", &init).unwrap();
+            }
+            if keep {
+                assert!(tr.keep_prefix(&batch, stream[1..].to_vec()).is_err());
+                assert!(tr.keep_prefix(&batch, stream.clone()).unwrap());
+                assert!(
+                    !tr.keep_prefix(&batch, stream.clone()).unwrap(),
+                    "kept twice"
+                );
+            }
+            let loss = tr.forward_backward(&batch, &obj).unwrap();
+            (loss.to_bits(), tr.grads().clone())
+        };
+        let (want_loss, want) = run(false);
+        let (loss, grads) = run(true);
+        assert_eq!(loss, want_loss, "loss, {} deltas", set.deltas.len());
+        assert!(grads == want, "gradients, {} deltas", set.deltas.len());
+    }
+    let mut model = load("hf");
+    let embed = TrainableSet::default().weight("model.embed_tokens.weight");
+    let mut tr = Trainer::new(&mut model, embed).unwrap();
+    assert_eq!(tr.prefix_layer(), None);
+    assert!(!tr.keep_prefix(&batch, stream.clone()).unwrap());
 }
 
 #[test]

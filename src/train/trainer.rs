@@ -175,6 +175,45 @@ impl<'m> Trainer<'m> {
         Ok(p)
     }
 
+    /// The layer whose input a kept prefix is (the lowest trained layer), where prefixes can be
+    /// kept at all: the embedding is not trained and some layer under it is frozen.
+    pub fn prefix_layer(&self) -> Option<usize> {
+        let (lowest, train_embed) = self.set.lowest_layer(&self.model.config);
+        (!train_embed && lowest > 0 && lowest < self.model.config.num_hidden_layers)
+            .then_some(lowest)
+    }
+
+    /// Keeps `stream`, the residual stream entering layer [`Self::prefix_layer`] for `batch`
+    /// under the frozen layers (no deltas), as if a pass over `batch` had computed it: a
+    /// caller that already ran those layers on the batch (RMU's frozen targets) saves the
+    /// trainer running them again. The model's forward and the trainer's run the same kernels
+    /// in the same order, so the stream is the one the trainer would compute, bit for bit.
+    /// Returns whether it was kept (the budget and [`Self::prefix_layer`] allowing).
+    pub fn keep_prefix<S: AsRef<[u32]>>(&mut self, batch: &[S], stream: Vec<f32>) -> Result<bool> {
+        let p = self.pack(batch)?;
+        let c = self.model.config.hidden_size;
+        if stream.len() != p.tokens.len() * c {
+            return Err(Error::usage(
+                KIND,
+                format!(
+                    "a kept stream of {} values for {} rows of {c}",
+                    stream.len(),
+                    p.tokens.len()
+                ),
+            ));
+        }
+        let key = (p.tokens, p.offsets);
+        if self.prefix_layer().is_none()
+            || self.prefixes.streams.contains_key(&key)
+            || self.prefixes.bytes + 4 * stream.len() > self.prefixes.budget
+        {
+            return Ok(false);
+        }
+        self.prefixes.bytes += 4 * stream.len();
+        self.prefixes.streams.insert(key, stream);
+        Ok(true)
+    }
+
     /// The loss of `objective` on `batch` with the current parameters, adding its gradient
     /// to the accumulated gradients.
     pub fn forward_backward<S: AsRef<[u32]>>(

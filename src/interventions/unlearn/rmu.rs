@@ -212,18 +212,34 @@ pub fn rmu(
         .map(|(u, &k)| u.iter().map(|x| k * x).collect())
         .collect();
 
-    // The frozen model's layer-l states for every retain batch the run visits.
+    // The frozen model's layer-l states for every retain batch the run visits. The same
+    // forward passes the stream entering the lowest trained layer, which the trainer keeps:
+    // its first pass over a retain batch then starts there.
+    let mut trainer = Trainer::new(model, s.trainable())?;
+    let below = trainer.prefix_layer().map(|l| l - 1);
     let mut frozen: std::collections::BTreeMap<(usize, usize), Vec<f32>> = Default::default();
     for t in 0..s.steps {
         let sb = step_batches(t, forget.len(), retain.len());
         let r = &retain[sb.retain];
         let key = (sb.retain, sb.batch % r.n_batches(s.batch_size));
         if let std::collections::btree_map::Entry::Vacant(e) = frozen.entry(key) {
-            e.insert(hidden_at(model, s.layer, r.batch(sb.batch, s.batch_size))?);
+            let batch = r.batch(sb.batch, s.batch_size);
+            let hooks = Hooks {
+                stop_after_layer: Some(s.layer),
+                capture_hidden: below.into_iter().collect(),
+                ..Hooks::default()
+            };
+            let mut out = trainer.model().forward(batch, Logits::None, &hooks)?;
+            let h = out.hidden.take().ok_or_else(|| {
+                Error::usage("--layer", "the truncated forward returned no hidden state")
+            })?;
+            e.insert(h.data().to_vec());
+            if let Some(stream) = below.and_then(|l| out.captures.hidden.remove(&l)) {
+                trainer.keep_prefix(batch, stream.data().to_vec())?;
+            }
         }
     }
 
-    let mut trainer = Trainer::new(model, s.trainable())?;
     let mut opt = Adam::new(s.optimizer());
     let mut curve = Vec::with_capacity(s.steps);
     for t in 0..s.steps {
