@@ -99,14 +99,20 @@ struct Operands {
 unsafe impl Send for Operands {}
 unsafe impl Sync for Operands {}
 
-/// Output columns per run are rounded up to this (whole SIMD panels for gemm's microkernels).
-const COLUMN_QUANTUM: usize = 16;
+/// A product is split into this many column runs whatever the pool size, so that every run,
+/// and so every output bit, is the same on any number of threads.
+const COLUMN_RUNS: usize = 8;
+/// Run widths are multiples of this (SmolLM2's 576, 960, 1536 and 3072 split evenly).
+const COLUMN_QUANTUM: usize = 8;
+/// Products with fewer rows keep gemm's own split: their blocking (which sets the order of
+/// each sum) is gemm's small-matrix path, which the runs must not change.
+const MIN_SPLIT_ROWS: usize = 64;
 
 /// `c[M, N] (+)= a[M, K] . b[K, N]`, c row-major (row stride N), with the output columns
-/// split into one run per rayon thread, each a serial gemm. gemm's own rayon split keeps
-/// about 1.1-1.4 of 2 cores busy on a training step's products (a few hundred rows, K of 576
-/// to 3072), where this keeps both; per output element the sum is the same, so the bits do
-/// not depend on the split or the thread count (gemm blocks K alike for every width).
+/// split into [`COLUMN_RUNS`] runs spread over the rayon pool, each a serial gemm. gemm's own
+/// rayon split keeps about 1.1-1.4 of 2 cores busy on a training step's products (a few
+/// hundred rows, K of 576 to 3072), where this keeps both. The runs do not depend on the pool
+/// size, so neither do the bits (a test checks 1 to 16 threads).
 ///
 /// # Safety
 /// `a` must be readable at every `(i, p)` for `i < m`, `p < k` through its strides, `b` at
@@ -119,8 +125,34 @@ pub(crate) unsafe fn gemm_by_columns(
     a: Strided,
     b: Strided,
 ) {
-    let threads = rayon::current_num_threads();
-    let width = n.div_ceil(threads.max(1)).next_multiple_of(COLUMN_QUANTUM);
+    let width = n.div_ceil(COLUMN_RUNS).next_multiple_of(COLUMN_QUANTUM);
+    if m < MIN_SPLIT_ROWS || width >= n {
+        // SAFETY: as the caller vouched, for the whole product.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c,
+                1,
+                n as isize,
+                accumulate,
+                a.ptr,
+                a.cs,
+                a.rs,
+                b.ptr,
+                b.cs,
+                b.rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::Rayon(0),
+            );
+        }
+        return;
+    }
     let ops = Operands { c, a, b };
     let run = move |j0: usize| {
         let ops = ops;
@@ -151,13 +183,9 @@ pub(crate) unsafe fn gemm_by_columns(
             );
         }
     };
-    if width >= n {
-        run(0);
-    } else {
-        (0..n.div_ceil(width))
-            .into_par_iter()
-            .for_each(|i| run(i * width));
-    }
+    (0..n.div_ceil(width))
+        .into_par_iter()
+        .for_each(|i| run(i * width));
 }
 
 /// Few-row product: the output columns are split into chunks, each task reads its slice of
@@ -253,11 +281,11 @@ mod tests {
         rel: 1e-5,
     };
 
-    /// The column split gives gemm's serial result bit for bit at every pool size, on plain
+    /// The column runs give the same bits at every pool size, split (M >= 64) or not, on plain
     /// and transposed operands (as the backward passes them), accumulating or not; and the
-    /// serial result is the definition within f32 rounding.
+    /// result is the definition within f32 rounding.
     #[test]
-    fn column_split_equals_serial_gemm_bit_for_bit_at_every_pool_size() {
+    fn column_split_gives_the_same_bits_at_every_pool_size() {
         let mut rng = Rng::new(3);
         for &(m, k, n) in &[
             (37, 129, 67),
