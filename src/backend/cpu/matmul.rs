@@ -99,9 +99,11 @@ struct Operands {
 unsafe impl Send for Operands {}
 unsafe impl Sync for Operands {}
 
-/// A product is split into this many column runs whatever the pool size, so that every run,
-/// and so every output bit, is the same on any number of threads.
-const COLUMN_RUNS: usize = 8;
+/// Each column run repacks all of a's rows, so runs are at least this wide (narrower ones spent
+/// over 10% of a step on the repacking: eight runs of 72 columns ran 0.84x of two of 288).
+const MIN_RUN_WIDTH: usize = 256;
+/// At most this many runs per product.
+const MAX_RUNS: usize = 8;
 /// Run widths are multiples of this (SmolLM2's 576, 960, 1536 and 3072 split evenly).
 const COLUMN_QUANTUM: usize = 8;
 /// Products with fewer rows keep gemm's own split: their blocking (which sets the order of
@@ -109,10 +111,11 @@ const COLUMN_QUANTUM: usize = 8;
 const MIN_SPLIT_ROWS: usize = 64;
 
 /// `c[M, N] (+)= a[M, K] . b[K, N]`, c row-major (row stride N), with the output columns
-/// split into [`COLUMN_RUNS`] runs spread over the rayon pool, each a serial gemm. gemm's own
-/// rayon split keeps about 1.1-1.4 of 2 cores busy on a training step's products (a few
-/// hundred rows, K of 576 to 3072), where this keeps both. The runs do not depend on the pool
-/// size, so neither do the bits (a test checks 1 to 16 threads).
+/// split into an even number of runs (2 to [`MAX_RUNS`], from N alone) spread over the rayon
+/// pool, each a serial gemm. gemm's own rayon split keeps about 1.1-1.4 of 2 cores busy on a
+/// training step's products (a few hundred rows, K of 576 to 3072), where this keeps both.
+/// The runs depend on the shape only, never on the pool size, so neither do the bits (gemm
+/// picks its K blocking from each call's shape; a test checks 1 to 16 threads).
 ///
 /// # Safety
 /// `a` must be readable at every `(i, p)` for `i < m`, `p < k` through its strides, `b` at
@@ -125,8 +128,10 @@ pub(crate) unsafe fn gemm_by_columns(
     a: Strided,
     b: Strided,
 ) {
-    let width = n.div_ceil(COLUMN_RUNS).next_multiple_of(COLUMN_QUANTUM);
-    if m < MIN_SPLIT_ROWS || width >= n {
+    // Even, so that two threads share the runs evenly.
+    let runs = (n / MIN_RUN_WIDTH).min(MAX_RUNS) & !1;
+    let width = n.div_ceil(runs.max(1)).next_multiple_of(COLUMN_QUANTUM);
+    if m < MIN_SPLIT_ROWS || runs < 2 || width >= n {
         // SAFETY: as the caller vouched, for the whole product.
         unsafe {
             gemm::gemm(
@@ -292,6 +297,8 @@ mod tests {
             (300, 576, 960),
             (9, 1536, 17),
             (64, 300, 1536),
+            (65, 72, 613),
+            (100, 64, 3072),
         ] {
             let a = rng.vec(m * k, 1.0);
             let b = rng.vec(k * n, 1.0);
