@@ -99,11 +99,15 @@ struct Operands {
 unsafe impl Send for Operands {}
 unsafe impl Sync for Operands {}
 
-/// Each column run repacks all of a's rows, so runs are at least this wide (narrower ones spent
-/// over 10% of a step on the repacking: eight runs of 72 columns ran 0.84x of two of 288).
+/// Each column run repacks all of a's rows, so runs are at least this wide: with eight runs of
+/// 72 columns on SmolLM2's 576-wide products, a first-pass RMU step took 209 ms against 152 ms
+/// with two runs of 288 (bench/RESULTS.md, session 11).
 const MIN_RUN_WIDTH: usize = 256;
-/// At most this many runs per product.
+/// At most this many runs per product, from this many rows on; under it, two runs: at ~100
+/// rows, six and eight runs of 1536- and 3072-wide products made a first-pass RMU step take
+/// 136 ms against 94 ms with two (bench/RESULTS.md, session 11).
 const MAX_RUNS: usize = 8;
+const MANY_RUNS_FROM_ROWS: usize = 512;
 /// Run widths are multiples of this (SmolLM2's 576, 960, 1536 and 3072 split evenly).
 const COLUMN_QUANTUM: usize = 8;
 /// Products with fewer rows keep gemm's own split: their blocking (which sets the order of
@@ -111,7 +115,7 @@ const COLUMN_QUANTUM: usize = 8;
 const MIN_SPLIT_ROWS: usize = 64;
 
 /// `c[M, N] (+)= a[M, K] . b[K, N]`, c row-major (row stride N), with the output columns
-/// split into an even number of runs (2 to [`MAX_RUNS`], from N alone) spread over the rayon
+/// split into an even number of runs (2 to [`MAX_RUNS`], from M and N alone) spread over the rayon
 /// pool, each a serial gemm. gemm's own rayon split keeps about 1.1-1.4 of 2 cores busy on a
 /// training step's products (a few hundred rows, K of 576 to 3072), where this keeps both.
 /// The runs depend on the shape only, never on the pool size, so neither do the bits (gemm
@@ -129,7 +133,12 @@ pub(crate) unsafe fn gemm_by_columns(
     b: Strided,
 ) {
     // Even, so that two threads share the runs evenly.
-    let runs = (n / MIN_RUN_WIDTH).min(MAX_RUNS) & !1;
+    let max_runs = if m >= MANY_RUNS_FROM_ROWS {
+        MAX_RUNS
+    } else {
+        2
+    };
+    let runs = (n / MIN_RUN_WIDTH).min(max_runs) & !1;
     let width = n.div_ceil(runs.max(1)).next_multiple_of(COLUMN_QUANTUM);
     if m < MIN_SPLIT_ROWS || runs < 2 || width >= n {
         // SAFETY: as the caller vouched, for the whole product.
@@ -299,6 +308,7 @@ mod tests {
             (64, 300, 1536),
             (65, 72, 613),
             (100, 64, 3072),
+            (520, 40, 1100),
         ] {
             let a = rng.vec(m * k, 1.0);
             let b = rng.vec(k * n, 1.0);
