@@ -110,9 +110,8 @@ const MAX_RUNS: usize = 8;
 const MANY_RUNS_FROM_ROWS: usize = 512;
 /// Run widths are multiples of this (SmolLM2's 576, 960, 1536 and 3072 split evenly).
 const COLUMN_QUANTUM: usize = 8;
-/// Products with fewer rows keep gemm's own split: their blocking (which sets the order of
-/// each sum) is gemm's small-matrix path, which the runs must not change.
-const MIN_SPLIT_ROWS: usize = 64;
+/// Products with fewer rows are too small to be worth splitting (gemm's own split takes them).
+const MIN_SPLIT_ROWS: usize = 16;
 
 /// `c[M, N] (+)= a[M, K] . b[K, N]`, c row-major (row stride N), with the output columns
 /// split into an even number of runs (2 to [`MAX_RUNS`], from M and N alone) spread over the rayon
