@@ -5,7 +5,7 @@
 
 use gemm::Parallelism;
 
-use crate::backend::cpu::matmul::{gemm_by_columns, Strided};
+use crate::backend::cpu::matmul::{gemm_by_columns, gemm_strided, Strided};
 
 /// How [`strided_gemm`] uses the rayon pool.
 enum Split {
@@ -91,25 +91,13 @@ fn strided_gemm(
                 Strided::new(a.as_ptr(), a_rs, a_cs),
                 Strided::new(b.as_ptr(), b_rs, b_cs),
             ),
-            Split::Serial => gemm::gemm(
-                m,
+            Split::Serial => gemm_strided(
+                (m, k, n),
                 n,
-                k,
                 c.as_mut_ptr(),
-                1,
-                n as isize,
                 accumulate,
-                a.as_ptr(),
-                a_cs as isize,
-                a_rs as isize,
-                b.as_ptr(),
-                b_cs as isize,
-                b_rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+                Strided::new(a.as_ptr(), a_rs, a_cs),
+                Strided::new(b.as_ptr(), b_rs, b_cs),
                 Parallelism::None,
             ),
         }

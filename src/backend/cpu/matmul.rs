@@ -141,64 +141,75 @@ pub(crate) unsafe fn gemm_by_columns(
     let width = n.div_ceil(runs.max(1)).next_multiple_of(COLUMN_QUANTUM);
     if m < MIN_SPLIT_ROWS || runs < 2 || width >= n {
         // SAFETY: as the caller vouched, for the whole product.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c,
-                1,
-                n as isize,
-                accumulate,
-                a.ptr,
-                a.cs,
-                a.rs,
-                b.ptr,
-                b.cs,
-                b.rs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::Rayon(0),
-            );
-        }
+        unsafe { gemm_strided((m, k, n), n, c, accumulate, a, b, Parallelism::Rayon(0)) };
         return;
     }
     let ops = Operands { c, a, b };
     let run = move |j0: usize| {
         let ops = ops;
         let cols = width.min(n - j0);
+        let b = Strided {
+            // SAFETY: column j0 of b lies inside the range the caller vouched for.
+            ptr: unsafe { ops.b.ptr.offset(j0 as isize * ops.b.cs) },
+            ..ops.b
+        };
         // SAFETY: columns j0..j0 + cols of c and of b lie inside the ranges the caller vouched
         // for, and no other run touches these columns of c.
         unsafe {
-            gemm::gemm(
-                m,
-                cols,
-                k,
+            gemm_strided(
+                (m, k, cols),
+                n,
                 ops.c.add(j0),
-                1,
-                n as isize,
                 accumulate,
-                ops.a.ptr,
-                ops.a.cs,
-                ops.a.rs,
-                ops.b.ptr.offset(j0 as isize * ops.b.cs),
-                ops.b.cs,
-                ops.b.rs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
+                ops.a,
+                b,
                 Parallelism::None,
-            );
-        }
+            )
+        };
     };
     (0..n.div_ceil(width))
         .into_par_iter()
         .for_each(|i| run(i * width));
+}
+
+/// `c[M, N] (+)= a[M, K] . b[K, N]` through gemm, c with row stride `c_rs` and column
+/// stride 1.
+///
+/// # Safety
+/// As [`gemm_by_columns`], with c's rows `c_rs` apart.
+pub(crate) unsafe fn gemm_strided(
+    (m, k, n): (usize, usize, usize),
+    c_rs: usize,
+    c: *mut f32,
+    accumulate: bool,
+    a: Strided,
+    b: Strided,
+    parallelism: Parallelism,
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            c_rs as isize,
+            accumulate,
+            a.ptr,
+            a.cs,
+            a.rs,
+            b.ptr,
+            b.cs,
+            b.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
 }
 
 /// Few-row product: the output columns are split into chunks, each task reads its slice of
