@@ -62,6 +62,18 @@ struct Prefixes {
     budget: usize,
 }
 
+impl Prefixes {
+    /// Whether a stream of `values` floats still fits the budget.
+    fn fits(&self, values: usize) -> bool {
+        self.bytes + 4 * values <= self.budget
+    }
+
+    fn insert(&mut self, key: (Vec<u32>, Vec<usize>), stream: Vec<f32>) {
+        self.bytes += 4 * stream.len();
+        self.streams.insert(key, stream);
+    }
+}
+
 /// A packed batch: sequence b is rows `offsets[b]..offsets[b+1]`.
 struct Packed {
     tokens: Vec<u32>,
@@ -179,8 +191,7 @@ impl<'m> Trainer<'m> {
     /// kept at all: the embedding is not trained and some layer under it is frozen.
     pub fn prefix_layer(&self) -> Option<usize> {
         let (lowest, train_embed) = self.set.lowest_layer(&self.model.config);
-        (!train_embed && lowest > 0 && lowest < self.model.config.num_hidden_layers)
-            .then_some(lowest)
+        (!train_embed && lowest > 0).then_some(lowest)
     }
 
     /// Keeps `stream`, the residual stream entering layer [`Self::prefix_layer`] for `batch`
@@ -205,12 +216,11 @@ impl<'m> Trainer<'m> {
         let key = (p.tokens, p.offsets);
         if self.prefix_layer().is_none()
             || self.prefixes.streams.contains_key(&key)
-            || self.prefixes.bytes + 4 * stream.len() > self.prefixes.budget
+            || !self.prefixes.fits(stream.len())
         {
             return Ok(false);
         }
-        self.prefixes.bytes += 4 * stream.len();
-        self.prefixes.streams.insert(key, stream);
+        self.prefixes.insert(key, stream);
         Ok(true)
     }
 
@@ -331,12 +341,10 @@ impl<'m> Trainer<'m> {
         let keep_from = (top + 1).saturating_sub(kept_layers).max(lowest);
         // The frozen layers under `lowest` (their MSE terms aside, which read them) run once
         // per batch; a delta leaving layer `lowest - 1` is added after the cached stream.
-        let cacheable = !train_embed && lowest > 0 && mse_at.keys().all(|&l| l >= lowest);
+        let cacheable = self.prefix_layer().is_some() && mse_at.keys().all(|&l| l >= lowest);
         let key = cacheable.then(|| (p.tokens.clone(), p.offsets.clone()));
         let cached = key.as_ref().and_then(|k| self.prefixes.streams.get(k));
-        let keep = cached.is_none()
-            && key.is_some()
-            && self.prefixes.bytes + 4 * n * c <= self.prefixes.budget;
+        let keep = cached.is_none() && key.is_some() && self.prefixes.fits(n * c);
         let (mut x, first) = match cached {
             Some(q) => (q.clone(), lowest),
             None => {
@@ -381,8 +389,7 @@ impl<'m> Trainer<'m> {
         }
 
         if let (Some(x), Some(key)) = (new_prefix, key) {
-            self.prefixes.bytes += 4 * x.len();
-            self.prefixes.streams.insert(key, x);
+            self.prefixes.insert(key, x);
         }
 
         // Backward from the head (or the MSE layers) down.

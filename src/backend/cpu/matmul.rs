@@ -103,10 +103,11 @@ unsafe impl Sync for Operands {}
 /// 72 columns on SmolLM2's 576-wide products, a first-pass RMU step took 209 ms against 152 ms
 /// with two runs of 288 (bench/RESULTS.md, session 11).
 const MIN_RUN_WIDTH: usize = 256;
-/// At most this many runs per product, from this many rows on; under it, two runs: at ~100
-/// rows, six and eight runs of 1536- and 3072-wide products made a first-pass RMU step take
-/// 136 ms against 94 ms with two (bench/RESULTS.md, session 11).
+/// At most this many runs per product.
 const MAX_RUNS: usize = 8;
+/// Products with fewer rows get two runs at most: at ~100 rows, six and eight runs of 1536-
+/// and 3072-wide products made a first-pass RMU step take 136 ms against 94 ms with two
+/// (bench/RESULTS.md, session 11).
 const MANY_RUNS_FROM_ROWS: usize = 512;
 /// Run widths are multiples of this (SmolLM2's 576, 960, 1536 and 3072 split evenly).
 const COLUMN_QUANTUM: usize = 8;
@@ -138,12 +139,13 @@ pub(crate) unsafe fn gemm_by_columns(
         2
     };
     let runs = (n / MIN_RUN_WIDTH).min(max_runs) & !1;
-    let width = n.div_ceil(runs.max(1)).next_multiple_of(COLUMN_QUANTUM);
-    if m < MIN_SPLIT_ROWS || runs < 2 || width >= n {
+    if m < MIN_SPLIT_ROWS || runs < 2 {
         // SAFETY: as the caller vouched, for the whole product.
         unsafe { gemm_strided((m, k, n), n, c, accumulate, a, b, Parallelism::Rayon(0)) };
         return;
     }
+    // Under n: runs >= 2 means n >= 2 * MIN_RUN_WIDTH.
+    let width = n.div_ceil(runs).next_multiple_of(COLUMN_QUANTUM);
     let ops = Operands { c, a, b };
     let run = move |j0: usize| {
         let ops = ops;
@@ -305,7 +307,7 @@ mod tests {
         rel: 1e-5,
     };
 
-    /// The column runs give the same bits at every pool size, split (M >= 64) or not, on plain
+    /// The column runs give the same bits at every pool size, split or not, on plain
     /// and transposed operands (as the backward passes them), accumulating or not; and the
     /// result is the definition within f32 rounding.
     #[test]

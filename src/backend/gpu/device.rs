@@ -124,15 +124,17 @@ impl MatmulTile {
 
     /// `bm,bn,bk,tm,tn`, as `INTERVENE_GPU_TILE` takes it.
     pub fn parse(s: &str) -> Option<MatmulTile> {
-        let v: Vec<u32> = s
-            .split(',')
-            .map(|p| p.trim().parse().ok())
-            .collect::<Option<_>>()?;
+        let v = u32_list(s)?;
         let [bm, bn, bk, tm, tn] = v[..] else {
             return None;
         };
         Some(MatmulTile { bm, bn, bk, tm, tn })
     }
+}
+
+/// A comma-separated list of counts ("128, 64,16"); `None` if any entry is not one.
+fn u32_list(s: &str) -> Option<Vec<u32>> {
+    s.split(',').map(|p| p.trim().parse().ok()).collect()
 }
 
 impl Tuning {
@@ -188,9 +190,8 @@ impl Tuning {
         }
         // `INTERVENE_GPU_MATMUL4=tm,tn` overrides the vec4 register kernel's block.
         if let Ok(s) = std::env::var("INTERVENE_GPU_MATMUL4") {
-            let v: Vec<u32> = s.split(',').filter_map(|p| p.trim().parse().ok()).collect();
-            match v[..] {
-                [tm, tn] if (1..=64).contains(&tm) && (1..=64).contains(&tn) => {
+            match u32_list(&s).as_deref() {
+                Some(&[tm, tn]) if (1..=64).contains(&tm) && (1..=64).contains(&tn) => {
                     t.mm4_tm = tm;
                     t.mm4_tn = tn;
                 }

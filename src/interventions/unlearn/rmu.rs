@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 
 use super::corpus::{step_batches, TokenCorpus};
 use super::{check_finite, Outcome};
+use crate::backend::Tensor;
 use crate::data::rng::SplitMix64;
 use crate::error::{Error, Result};
 use crate::model::names::Proj;
@@ -137,14 +138,28 @@ pub fn random_directions(seed: u64, n: usize, hidden: usize) -> Vec<Vec<f32>> {
 /// The hidden states leaving layer `layer` for a batch (packed rows), by a forward that stops
 /// there.
 pub fn hidden_at(model: &Llama, layer: usize, batch: &[Vec<u32>]) -> Result<Vec<f32>> {
+    Ok(hidden_and_stream(model, layer, None, batch)?.0)
+}
+
+/// [`hidden_at`], and from the same forward the residual stream leaving layer `below` (which
+/// must not be above `layer`) when asked for.
+fn hidden_and_stream(
+    model: &Llama,
+    layer: usize,
+    below: Option<usize>,
+    batch: &[Vec<u32>],
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
     let hooks = Hooks {
         stop_after_layer: Some(layer),
+        capture_hidden: below.into_iter().collect(),
         ..Hooks::default()
     };
-    let out = model.forward(batch, Logits::None, &hooks)?;
-    out.hidden
-        .map(|t| t.data().to_vec())
-        .ok_or_else(|| Error::usage("--layer", "the truncated forward returned no hidden state"))
+    let mut out = model.forward(batch, Logits::None, &hooks)?;
+    let stream = below.and_then(|l| out.captures.hidden.remove(&l));
+    let hidden = out
+        .hidden
+        .ok_or_else(|| Error::usage("--layer", "the truncated forward returned no hidden state"))?;
+    Ok((hidden.into_data(), stream.map(Tensor::into_data)))
 }
 
 /// The median over tokens of the L2 norm of the layer-`layer` hidden state on `batch`: the
@@ -224,18 +239,10 @@ pub fn rmu(
         let key = (sb.retain, sb.batch % r.n_batches(s.batch_size));
         if let std::collections::btree_map::Entry::Vacant(e) = frozen.entry(key) {
             let batch = r.batch(sb.batch, s.batch_size);
-            let hooks = Hooks {
-                stop_after_layer: Some(s.layer),
-                capture_hidden: below.into_iter().collect(),
-                ..Hooks::default()
-            };
-            let mut out = trainer.model().forward(batch, Logits::None, &hooks)?;
-            let h = out.hidden.take().ok_or_else(|| {
-                Error::usage("--layer", "the truncated forward returned no hidden state")
-            })?;
-            e.insert(h.data().to_vec());
-            if let Some(stream) = below.and_then(|l| out.captures.hidden.remove(&l)) {
-                trainer.keep_prefix(batch, stream.data().to_vec())?;
+            let (hidden, stream) = hidden_and_stream(trainer.model(), s.layer, below, batch)?;
+            e.insert(hidden);
+            if let Some(stream) = stream {
+                trainer.keep_prefix(batch, stream)?;
             }
         }
     }
