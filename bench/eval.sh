@@ -21,6 +21,7 @@ PY=${PY:-/opt/pyref/bin/python}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/intervene}
 
 [ -x "$BIN" ] || cargo build --release >&2
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); date: $(date -u +%Y-%m-%dT%H:%MZ); commit: $(git rev-parse --short HEAD); threads: $THREADS"
 
 t0=$(date +%s.%N)
 ours_mc=$("$BIN" --threads "$THREADS" -q eval "$MODEL" --task mc --data "$MMLU_DIR" \
@@ -48,4 +49,15 @@ print(f"wall incl. load: ours mc {t1 - t0:.1f} s, ours ppl {t2 - t1:.1f} s")
 print(f"{'metric':<18} {'intervene':>10} {'transformers':>13} {'speedup':>8}")
 for name, ours, theirs in rows:
     print(f"{name:<18} {ours:>10.1f} {theirs:>13.1f} {ours / theirs:>7.2f}x")
+# The same arithmetic on both sides (f32 throughout; ours skips no work the forward needs,
+# except that a subject's shared description runs once): its rate against the best
+# torch.matmul rate measured here is how far each side is from this machine's f32 ceiling.
+peak = hf["matmul_gflops"]
+print(f"work: MMLU {hf['mc_gflop']:.1f} GFLOP, ppl {hf['ppl_gflop']:.1f} GFLOP; "
+      f"best torch.matmul here {peak:.1f} GFLOP/s")
+for name, gflop, secs, hsecs in [("MMLU", hf["mc_gflop"], mc["seconds"], hf["mc_seconds"]),
+                                 ("ppl", hf["ppl_gflop"], ppl["seconds"], hf["ppl_seconds"])]:
+    o, t = gflop / secs, gflop / hsecs
+    print(f"{name:<5} GFLOP/s: ours {o:6.1f} ({o / peak:4.0%} of matmul best), "
+          f"transformers {t:6.1f} ({t / peak:4.0%}); 2x transformers needs {2 * t:6.1f}")
 PY

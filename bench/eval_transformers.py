@@ -5,7 +5,13 @@ read the " A".." D" log-likelihoods off the last position; non-overlapping windo
 perplexity). Batch size 1, no padding, `logits_to_keep=1` for MC: the strongest plain
 transformers setup, so the comparison is not flattered by padding or unneeded logits.
 
-Prints one JSON object: questions, mc_seconds, mc_acc, ppl_tokens, ppl_seconds, ppl.
+Also counts the arithmetic each side must do (`forward_gflop`: multiply-adds x 2 of the
+linears, causal attention and the LM head rows kept) and measures the best rate torch.matmul
+(MKL) reaches on this machine at the model's shapes, so the report can say how close to the
+machine's f32 ceiling each side runs.
+
+Prints one JSON object: questions, mc_seconds, mc_acc, mc_gflop, ppl_tokens, ppl_seconds, ppl,
+ppl_gflop, matmul_gflops.
 """
 import argparse
 import csv
@@ -41,6 +47,30 @@ def context(subject, question, choices):
     return s + "Answer:"
 
 
+def forward_gflop(cfg, tokens, logit_rows):
+    """GFLOP of one causal forward over `tokens` positions with `logit_rows` LM-head rows."""
+    c, i, l = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    h, g = cfg.num_attention_heads, cfg.num_key_value_heads
+    d = getattr(cfg, "head_dim", None) or c // h
+    linear = c * h * d + 2 * c * g * d + h * d * c + 3 * c * i
+    # Q K^T and P V over the keys each position sees (t + 1 for position t).
+    attention = 2 * h * d * tokens * (tokens + 1) // 2
+    return 2 * (l * (linear * tokens + attention) + c * cfg.vocab_size * logit_rows) / 1e9
+
+
+def matmul_peak(shapes=((2048, 2048, 2048), (2048, 576, 1536), (2048, 1536, 576))):
+    """Best GFLOP/s of torch.matmul over a few repeats of each shape."""
+    best = 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        for _ in range(5):
+            t = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -62,10 +92,12 @@ def main():
 
     qs = mmlu(a.mmlu, a.per_subject)
     correct = 0
+    mc_gflop = 0.0
     t0 = time.perf_counter()
     with torch.no_grad():
         for subject, question, choices, answer in qs:
             ids = tok(context(subject, question, choices), add_special_tokens=False).input_ids
+            mc_gflop += forward_gflop(model.config, len(ids), 1)
             logits = model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1]
             lls = torch.log_softmax(logits.double(), -1)[letters]
             correct += int(torch.argmax(lls).item() == answer)
@@ -90,9 +122,13 @@ def main():
             logits = model(x).logits[0, :-1].double()
             nll += torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="sum").item()
     ppl_seconds = time.perf_counter() - t0
+    with torch.no_grad():
+        peak = matmul_peak()
     print(json.dumps(dict(questions=len(qs), mc_seconds=mc_seconds, mc_acc=correct / len(qs),
-                          ppl_tokens=n * a.seqlen, ppl_seconds=ppl_seconds,
-                          ppl=math.exp(nll / (n * (a.seqlen - 1))))))
+                          mc_gflop=mc_gflop, ppl_tokens=n * a.seqlen, ppl_seconds=ppl_seconds,
+                          ppl=math.exp(nll / (n * (a.seqlen - 1))),
+                          ppl_gflop=n * forward_gflop(model.config, a.seqlen, a.seqlen),
+                          matmul_gflops=peak)))
 
 
 if __name__ == "__main__":

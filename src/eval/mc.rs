@@ -26,7 +26,7 @@ use super::{select, Outcome, Progress};
 use crate::backend::cpu::softmax::logsumexp;
 use crate::data::McQuestion;
 use crate::error::{Error, Result};
-use crate::model::{LastLogits, Llama};
+use crate::model::{LastLogits, Llama, PrefixCache};
 use crate::tokenizer::Tokenizer;
 
 const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -78,6 +78,9 @@ pub struct McSettings {
 pub struct Prepared {
     pub subject: String,
     pub context: Vec<u32>,
+    /// How many leading context tokens are the task description's, which every question of
+    /// the subject opens with (0 for cloze questions): scored once per subject.
+    pub shared: usize,
     pub continuations: Vec<Vec<u32>>,
     pub answer: usize,
 }
@@ -95,12 +98,14 @@ pub fn wmdp_topic(path: &Path) -> Option<(&'static str, &'static str)> {
     .find(|(task, _)| name.starts_with(task))
 }
 
+/// lm-eval's task description, the opening of every question about `topic`.
+pub fn description(topic: &str) -> String {
+    format!("The following are multiple choice questions (with answers) about {topic}.\n\n")
+}
+
 /// The full lm-eval context of a question about `topic`.
 pub fn prompt(q: &McQuestion, topic: &str) -> String {
-    let mut s = format!(
-        "The following are multiple choice questions (with answers) about {topic}.\n\n{}\n",
-        q.question.trim()
-    );
+    let mut s = format!("{}{}\n", description(topic), q.question.trim());
     for (choice, letter) in q.choices.iter().zip(LETTERS) {
         s.push_str(&format!("{}. {choice}\n", *letter as char));
     }
@@ -146,6 +151,8 @@ pub fn prepare(
     topic: Option<&str>,
     format: McFormat,
 ) -> Result<Vec<Prepared>> {
+    // The description's tokens, once per topic.
+    let mut openings: BTreeMap<String, Vec<u32>> = BTreeMap::new();
     qs.iter()
         .map(|q| {
             if format == McFormat::Cloze {
@@ -166,6 +173,15 @@ pub fn prepare(
             let (subject, topic) = subject_of(q, path, topic)?;
             let context_text = prompt(q, &topic);
             let context = tok.encode(&context_text, false)?;
+            if !openings.contains_key(&topic) {
+                let opening = tok.encode(&description(&topic), false)?;
+                openings.insert(topic.clone(), opening);
+            }
+            // The tokens both encodings start with: the description's last token can merge
+            // with the question's first (".\n\n" + "Which"), so usually all but that one.
+            let shared = openings.get(&topic).map_or(0, |o| {
+                o.iter().zip(&context).take_while(|(a, b)| a == b).count()
+            });
             let continuations = (0..q.choices.len())
                 .map(|i| {
                     let whole =
@@ -184,6 +200,7 @@ pub fn prepare(
             Ok(Prepared {
                 subject,
                 context,
+                shared,
                 continuations,
                 answer: q.answer,
             })
@@ -217,6 +234,7 @@ fn prepare_cloze(tok: &Tokenizer, q: &McQuestion, path: &Path) -> Result<Prepare
     Ok(Prepared {
         subject,
         context,
+        shared: 0,
         continuations,
         answer: q.answer,
     })
@@ -273,12 +291,19 @@ pub fn loglikelihoods(
 ) -> Result<Vec<Vec<f64>>> {
     let ctx = model.config().max_position_embeddings;
     let mut out = Vec::with_capacity(qs.len());
+    let mut openings = PrefixCache::default();
+    let single: Vec<&Prepared> = qs
+        .iter()
+        .filter(|q| q.continuations.iter().all(|c| c.len() == 1))
+        .collect();
+    let (inputs, shared) = shared_inputs(&single, ctx);
+    scorer.warm_shared(&inputs, &shared, &mut openings)?;
     for batch in qs.chunks(batch_size.max(1)) {
         let single = batch
             .iter()
             .all(|q| q.continuations.iter().all(|c| c.len() == 1));
         if single {
-            out.extend(single_token(scorer, batch, ctx)?);
+            out.extend(single_token(scorer, batch, ctx, &mut openings)?);
         } else {
             for q in batch {
                 out.push(full_continuations(model, q, ctx)?);
@@ -290,13 +315,16 @@ pub fn loglikelihoods(
 }
 
 /// One forward per question, over the (left-truncated) context; the choices are read off the
-/// last position's log-softmax.
-fn single_token(scorer: &dyn LastLogits, batch: &[Prepared], ctx: usize) -> Result<Vec<Vec<f64>>> {
-    let inputs: Vec<&[u32]> = batch
-        .iter()
-        .map(|q| &q.context[q.context.len().saturating_sub(ctx)..])
-        .collect();
-    let rows = scorer.last_logits(&inputs)?;
+/// last position's log-softmax. The description each question opens with runs once per
+/// subject (`openings`), unless truncation cut into it.
+fn single_token(
+    scorer: &dyn LastLogits,
+    batch: &[Prepared],
+    ctx: usize,
+    openings: &mut PrefixCache,
+) -> Result<Vec<Vec<f64>>> {
+    let (inputs, shared) = shared_inputs(&batch.iter().collect::<Vec<_>>(), ctx);
+    let rows = scorer.last_logits_shared(&inputs, &shared, openings)?;
     if rows.len() != batch.len() {
         return Err(Error::Check(
             "multiple choice: no logits for a question".into(),
@@ -320,6 +348,17 @@ fn single_token(scorer: &dyn LastLogits, batch: &[Prepared], ctx: usize) -> Resu
                 .collect()
         })
         .collect()
+}
+
+/// Each question's (left-truncated) context and how many of its leading tokens are the shared
+/// description (none once truncation cut into it).
+fn shared_inputs<'q>(qs: &[&'q Prepared], ctx: usize) -> (Vec<&'q [u32]>, Vec<usize>) {
+    qs.iter()
+        .map(|q| {
+            let cut = q.context.len().saturating_sub(ctx);
+            (&q.context[cut..], if cut > 0 { 0 } else { q.shared })
+        })
+        .unzip()
 }
 
 /// Each choice as a full sequence: the sum of its continuation tokens' log-probabilities.
@@ -491,6 +530,41 @@ mod tests {
                 .1,
             "law"
         );
+    }
+
+    /// The description runs once per subject (`shared`), and the log-likelihoods are those of
+    /// scoring every question whole: same choices, equal to rounding.
+    #[test]
+    fn a_shared_description_scores_as_the_whole_question() {
+        use crate::checkpoint::Checkpoint;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = crate::interventions::edit::tests::tiny_with_tokenizer(tmp.path());
+        let model = Llama::load(&Checkpoint::open(&dir).unwrap()).unwrap();
+        let tok = Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/data/mmlu/college_biology_test.csv");
+        let qs = crate::data::read_mc(&path).unwrap();
+        let prepared = prepare(&tok, &qs[..12], &path, None, McFormat::Lettered).unwrap();
+        let opening = tok.encode(&description("college biology"), false).unwrap();
+        assert!(prepared.iter().all(|p| p.shared > 0
+            && p.shared + 1 >= opening.len()
+            && p.context[..p.shared] == opening[..p.shared]));
+        let bar = Progress::new(prepared.len(), "questions", true);
+        let shared = loglikelihoods(&model, &model, &prepared, 5, &bar).unwrap();
+        let whole: Vec<Prepared> = prepared
+            .iter()
+            .map(|p| Prepared {
+                shared: 0,
+                ..p.clone()
+            })
+            .collect();
+        let plain = loglikelihoods(&model, &model, &whole, 5, &bar).unwrap();
+        for (a, b) in shared.iter().zip(&plain) {
+            assert_eq!(choose(a), choose(b));
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-5, "{x} vs {y}");
+            }
+        }
     }
 
     #[test]

@@ -40,11 +40,14 @@ pub(crate) struct Rows<'a> {
 }
 
 /// Key/value storage for one layer: `[S, G*D]` buffers; this call's rows are written at
-/// `write_at..write_at + M` and attention reads rows `0..write_at + M`.
+/// `write_at..write_at + M` and attention reads rows `0..write_at + M`, unless `dest` names
+/// each row's key row: then row r goes to `dest[r]` and attention may read the whole buffer
+/// (sequences that share a cached prefix each keep a copy of it just before their own rows).
 pub(crate) struct KvSlot<'a> {
     pub k: &'a mut [f32],
     pub v: &'a mut [f32],
     pub write_at: usize,
+    pub dest: Option<&'a [usize]>,
 }
 
 fn capture(caps: &mut Captures, taps: &[(Tap, &str)], tap: Tap, data: &[f32], m: usize) {
@@ -78,6 +81,25 @@ impl Llama {
             rope: &self.rope,
         };
         run_block(&ctx, &self.layers[l], l, x, rows, kv, s, plan, caps);
+    }
+}
+
+impl Llama {
+    /// [`run_block_kept`] for layer `l` of this model.
+    pub(crate) fn block_kept(
+        &self,
+        l: usize,
+        x: &[f32],
+        rows: &Rows,
+        kv: KvSlot,
+        s: &mut Scratch,
+        keep: &[usize],
+    ) -> Vec<f32> {
+        let ctx = BlockCtx {
+            config: &self.config,
+            rope: &self.rope,
+        };
+        run_block_kept(&ctx, &self.layers[l], x, rows, kv, s, keep)
     }
 }
 
@@ -152,47 +174,122 @@ pub(crate) fn attn_core<'s>(
     kv: KvSlot,
     s: &'s mut Scratch,
 ) -> &'s [f32] {
-    let cfg = ctx.config;
     let m = rows.pos.len();
-    let (c, d) = (cfg.hidden_size, cfg.head_dim);
-    let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
-    let Scratch {
-        xn,
-        qkv,
-        q,
-        att,
-        scores,
-        ..
-    } = s;
-    let qkv = fit(qkv, m * (qd + 2 * kvd));
-    layer.qkv.forward(&xn[..m * c], qkv, m, false);
-    let q = fit(q, m * qd);
-    let w0 = kv.write_at;
-    for (r, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
-        q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
-        kv.k[(w0 + r) * kvd..(w0 + r + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
-        kv.v[(w0 + r) * kvd..(w0 + r + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
-    }
-    ctx.rope.rotate_rows(q, rows.pos);
-    ctx.rope
-        .rotate_rows(&mut kv.k[w0 * kvd..(w0 + m) * kvd], rows.pos);
+    let seen = project_qkv(ctx, layer, rows, kv.k, kv.v, kv.write_at, kv.dest, s);
+    let qd = ctx.config.num_attention_heads * ctx.config.head_dim;
+    let Scratch { q, att, scores, .. } = s;
     let att = fit(att, m * qd);
-    let dims = AttnDims {
-        heads: cfg.num_attention_heads,
-        kv_heads: cfg.num_key_value_heads,
-        head_dim: d,
-    };
-    let seen = (w0 + m) * kvd;
     attention(
-        q,
+        &q[..m * qd],
         &kv.k[..seen],
         &kv.v[..seen],
         rows.spans,
-        dims,
+        attn_dims(ctx.config),
         att,
         scores,
     );
     att
+}
+
+fn attn_dims(cfg: &LlamaConfig) -> AttnDims {
+    AttnDims {
+        heads: cfg.num_attention_heads,
+        kv_heads: cfg.num_key_value_heads,
+        head_dim: cfg.head_dim,
+    }
+}
+
+/// The q/k/v projections of the normed rows in `s.xn` with rope applied: queries to `s.q`,
+/// keys and values into the slot's rows. Returns how much of `k`/`v` attention may read.
+// The slot's parts are passed apart so that the caller keeps the buffers to attend over.
+#[allow(clippy::too_many_arguments)]
+fn project_qkv(
+    ctx: &BlockCtx,
+    layer: &Layer,
+    rows: &Rows,
+    k: &mut [f32],
+    v: &mut [f32],
+    write_at: usize,
+    dest: Option<&[usize]>,
+    s: &mut Scratch,
+) -> usize {
+    let cfg = ctx.config;
+    let m = rows.pos.len();
+    let (c, d) = (cfg.hidden_size, cfg.head_dim);
+    let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+    let Scratch { xn, qkv, q, .. } = s;
+    let qkv = fit(qkv, m * (qd + 2 * kvd));
+    layer.qkv.forward(&xn[..m * c], qkv, m, false);
+    let q = fit(q, m * qd);
+    let at = |r: usize| dest.map_or(write_at + r, |d| d[r]);
+    for (r, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
+        let a = at(r);
+        q[r * qd..(r + 1) * qd].copy_from_slice(&row[..qd]);
+        k[a * kvd..(a + 1) * kvd].copy_from_slice(&row[qd..qd + kvd]);
+        v[a * kvd..(a + 1) * kvd].copy_from_slice(&row[qd + kvd..]);
+    }
+    ctx.rope.rotate_rows(q, rows.pos);
+    match dest {
+        None => {
+            ctx.rope
+                .rotate_rows(&mut k[write_at * kvd..(write_at + m) * kvd], rows.pos);
+            (write_at + m) * kvd
+        }
+        Some(dest) => {
+            for (r, &a) in dest.iter().enumerate() {
+                ctx.rope
+                    .rotate_rows(&mut k[a * kvd..(a + 1) * kvd], &rows.pos[r..=r]);
+            }
+            k.len()
+        }
+    }
+}
+
+/// A last block whose output is read at the rows `keep` only (the last position of each
+/// sequence, for next-token logits): keys and values come from every row, since the kept
+/// rows attend to them, but attention, o_proj and the MLP run for the kept rows alone.
+/// Returns their output, `[keep.len(), C]`; `x` itself is left as the block's input.
+pub(crate) fn run_block_kept(
+    ctx: &BlockCtx,
+    layer: &Layer,
+    x: &[f32],
+    rows: &Rows,
+    kv: KvSlot,
+    s: &mut Scratch,
+    keep: &[usize],
+) -> Vec<f32> {
+    let cfg = ctx.config;
+    let m = rows.pos.len();
+    let c = cfg.hidden_size;
+    let qd = cfg.num_attention_heads * cfg.head_dim;
+    let eps = cfg.rms_norm_eps as f32;
+    rmsnorm(x, &layer.attn_norm, eps, fit(&mut s.xn, m * c));
+    let seen = project_qkv(ctx, layer, rows, kv.k, kv.v, kv.write_at, kv.dest, s);
+    let q: Vec<f32> = keep
+        .iter()
+        .flat_map(|&r| s.q[r * qd..(r + 1) * qd].iter().copied())
+        .collect();
+    let spans: Vec<_> = keep.iter().map(|&r| rows.spans[r]).collect();
+    let mut att = vec![0.0f32; keep.len() * qd];
+    attention(
+        &q,
+        &kv.k[..seen],
+        &kv.v[..seen],
+        &spans,
+        attn_dims(cfg),
+        &mut att,
+        &mut s.scores,
+    );
+    let n = keep.len();
+    let mut out: Vec<f32> = keep
+        .iter()
+        .flat_map(|&r| x[r * c..(r + 1) * c].iter().copied())
+        .collect();
+    layer.o.forward(&att, &mut out, n, true);
+    rmsnorm(&out, &layer.mlp_norm, eps, fit(&mut s.xn, n * c));
+    let act = mlp_core(layer, n, s);
+    layer.down.forward(act, &mut out, n, true);
+    out
 }
 
 /// The SwiGLU activation (`[M, I]`, the input of down_proj) for the normed rows in `s.xn`.

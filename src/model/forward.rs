@@ -125,6 +125,7 @@ impl Llama {
                 k: &mut k,
                 v: &mut v,
                 write_at: 0,
+                dest: None,
             };
             self.block(
                 l,

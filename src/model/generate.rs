@@ -97,6 +97,7 @@ impl<'m> Decoder<'m> {
                 k: &mut self.k[l],
                 v: &mut self.v[l],
                 write_at: self.len,
+                dest: None,
             };
             model.block(
                 l,

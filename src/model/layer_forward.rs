@@ -229,6 +229,7 @@ impl DecoderLayer {
             k: &mut k,
             v: &mut v,
             write_at: 0,
+            dest: None,
         };
         let att = attn_core(&ctx.block_ctx(), &self.layer, &rows, kv, &mut s);
         let mut out = vec![0f32; n * cfg.hidden_size];
@@ -315,6 +316,7 @@ fn run_one_layer(
         k: &mut k,
         v: &mut v,
         write_at: 0,
+        dest: None,
     };
     run_block(
         ctx,

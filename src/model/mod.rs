@@ -17,6 +17,7 @@ mod layer_forward;
 mod linear;
 pub mod names;
 mod nll;
+mod prefix;
 mod weights;
 
 pub use config::{Llama3RopeScaling, LlamaConfig};
@@ -27,4 +28,5 @@ pub use gpu_forward::GpuLlama;
 pub use hooks::{Captures, Delta, DeltaSite, Hooks};
 pub use last_logits::LastLogits;
 pub use layer_forward::{embed_from_checkpoint, DecoderLayer, LayerContext};
+pub use prefix::{PrefixCache, PrefixKv};
 pub use weights::Llama;

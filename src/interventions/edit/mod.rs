@@ -26,4 +26,4 @@ pub mod templates;
 pub mod value;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
