@@ -76,30 +76,24 @@ impl Llama {
         plan: Option<&LayerPlan>,
         caps: &mut Captures,
     ) {
-        let ctx = BlockCtx {
-            config: &self.config,
-            rope: &self.rope,
-        };
-        run_block(&ctx, &self.layers[l], l, x, rows, kv, s, plan, caps);
+        run_block(
+            &self.block_ctx(),
+            &self.layers[l],
+            l,
+            x,
+            rows,
+            kv,
+            s,
+            plan,
+            caps,
+        );
     }
-}
 
-impl Llama {
-    /// [`run_block_kept`] for layer `l` of this model.
-    pub(crate) fn block_kept(
-        &self,
-        l: usize,
-        x: &[f32],
-        rows: &Rows,
-        kv: KvSlot,
-        s: &mut Scratch,
-        keep: &[usize],
-    ) -> Vec<f32> {
-        let ctx = BlockCtx {
+    pub(crate) fn block_ctx(&self) -> BlockCtx<'_> {
+        BlockCtx {
             config: &self.config,
             rope: &self.rope,
-        };
-        run_block_kept(&ctx, &self.layers[l], x, rows, kv, s, keep)
+        }
     }
 }
 

@@ -51,9 +51,6 @@ impl LastLogits for Llama {
         cache: &mut PrefixCache,
     ) -> Result<Vec<Vec<f32>>> {
         let keys = shared_keys(batch, shared)?;
-        if keys.iter().all(|k| k.is_empty()) {
-            return self.last_logits(batch);
-        }
         cache.ensure(self, &keys)?;
         let none = PrefixKv::none(self.config().num_hidden_layers);
         let items: Vec<(&PrefixKv, &[u32])> = batch

@@ -11,7 +11,7 @@ use crate::backend::cpu::attention::KeySpan;
 use crate::backend::cpu::embedding::embed;
 use crate::error::{Error, Result};
 
-use super::block::{KvSlot, Rows, Scratch};
+use super::block::{run_block_kept, KvSlot, Rows, Scratch};
 use super::hooks::Captures;
 use super::weights::Llama;
 
@@ -272,7 +272,15 @@ impl Llama {
                 self.block(l, &mut x, &rows, slot, &mut scratch, None, &mut caps);
             } else {
                 // Only the last rows' output is read: the last block runs for them alone.
-                out = self.block_kept(l, &x, &rows, slot, &mut scratch, &last);
+                out = run_block_kept(
+                    &self.block_ctx(),
+                    &self.layers[l],
+                    &x,
+                    &rows,
+                    slot,
+                    &mut scratch,
+                    &last,
+                );
             }
         }
         let logits = self.head(&out, &(0..last.len()).collect::<Vec<_>>());
