@@ -5,14 +5,13 @@
 
 use std::ops::Range;
 
-use crate::backend::cpu::attention::KeySpan;
-use crate::backend::cpu::embedding::embed;
 use crate::backend::cpu::rmsnorm::rmsnorm;
 use crate::backend::Tensor;
 use crate::error::{Error, Result};
 
 use super::block::{KvSlot, Rows, Scratch};
 use super::hooks::{Captures, Hooks, Plan};
+use super::layer_forward::packed_rows;
 use super::weights::Llama;
 
 /// Which positions get logits: every position costs a `[V]`-wide product, so scoring and
@@ -89,30 +88,13 @@ impl Llama {
 
     /// Runs the batch through the layers the hooks allow.
     pub(crate) fn trunk<S: AsRef<[u32]>>(&self, batch: &[S], hooks: &Hooks) -> Result<Trunk> {
-        self.check_tokens(batch)?;
-        let lens: Vec<usize> = batch.iter().map(|s| s.as_ref().len()).collect();
-        let mut offsets = vec![0];
-        for &l in &lens {
-            offsets.push(offsets[offsets.len() - 1] + l);
-        }
+        let (x, offsets) = self.embed(batch)?;
+        let mut x = x.into_data();
+        let lens: Vec<usize> = offsets.windows(2).map(|w| w[1] - w[0]).collect();
         let plan: Plan = hooks.plan(&self.config, &lens, &offsets)?;
         let n = offsets[lens.len()];
-        let c = self.config.hidden_size;
         let kvd = self.config.num_key_value_heads * self.config.head_dim;
-        let mut pos = Vec::with_capacity(n);
-        let mut spans = Vec::with_capacity(n);
-        for (b, &len) in lens.iter().enumerate() {
-            for t in 0..len {
-                pos.push(t);
-                spans.push(KeySpan {
-                    start: offsets[b],
-                    len: t + 1,
-                });
-            }
-        }
-        let tokens: Vec<u32> = batch.iter().flat_map(|s| s.as_ref()).copied().collect();
-        let mut x = vec![0.0f32; n * c];
-        embed(&self.embed, c, &tokens, &mut x);
+        let (pos, spans) = packed_rows(&offsets);
         let (mut k, mut v) = (vec![0.0f32; n * kvd], vec![0.0f32; n * kvd]);
         let mut scratch = Scratch::default();
         let mut captures = Captures::default();

@@ -39,9 +39,9 @@ pub trait LastLogits {
 
 impl LastLogits for Llama {
     fn last_logits(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        let none = PrefixKv::none(self.config().num_hidden_layers);
-        let items: Vec<(&PrefixKv, &[u32])> = batch.iter().map(|s| (&none, *s)).collect();
-        self.last_logits_after(&items)
+        // Nothing shared: every sequence is scored whole on the same path.
+        let nothing = vec![0; batch.len()];
+        self.last_logits_shared(batch, &nothing, &mut PrefixCache::default())
     }
 
     fn last_logits_shared(

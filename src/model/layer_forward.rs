@@ -58,7 +58,7 @@ pub struct DecoderLayer {
 
 /// Per-row rope positions and key spans of a packed batch (sequence b = rows
 /// `offsets[b]..offsets[b+1]`, attending causally within itself).
-fn packed_rows(offsets: &[usize]) -> (Vec<usize>, Vec<KeySpan>) {
+pub(super) fn packed_rows(offsets: &[usize]) -> (Vec<usize>, Vec<KeySpan>) {
     let n = offsets.last().copied().unwrap_or(0);
     let mut pos = Vec::with_capacity(n);
     let mut spans = Vec::with_capacity(n);

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 use super::block::{run_block_kept, KvSlot, Rows, Scratch};
 use super::hooks::Captures;
+use super::layer_forward::packed_rows;
 use super::weights::Llama;
 
 /// The rotated keys and the values of a token prefix at every layer.
@@ -150,23 +151,12 @@ impl Llama {
     /// `prefix_kv` of several prefixes, packed into one batch: a prefix is a few tokens, too
     /// few rows for the products to run well alone.
     pub fn prefixes_kv(&self, prefixes: &[&[u32]]) -> Result<Vec<PrefixKv>> {
-        self.check_tokens(prefixes)?;
         let cfg = &self.config;
-        let c = cfg.hidden_size;
         let kvd = cfg.num_key_value_heads * cfg.head_dim;
-        let (mut pos, mut spans, mut starts) = (vec![], vec![], vec![]);
-        for p in prefixes {
-            let start = pos.len();
-            starts.push(start);
-            for t in 0..p.len() {
-                pos.push(t);
-                spans.push(KeySpan { start, len: t + 1 });
-            }
-        }
+        let (x, offsets) = self.embed(prefixes)?;
+        let mut x = x.into_data();
+        let (pos, spans) = packed_rows(&offsets);
         let m = pos.len();
-        let tokens: Vec<u32> = prefixes.iter().flat_map(|p| p.iter()).copied().collect();
-        let mut x = vec![0.0f32; m * c];
-        embed(&self.embed, c, &tokens, &mut x);
         let rows = Rows {
             pos: &pos,
             spans: &spans,
@@ -191,7 +181,7 @@ impl Llama {
         };
         Ok(prefixes
             .iter()
-            .zip(&starts)
+            .zip(&offsets)
             .map(|(p, &s)| PrefixKv {
                 len: p.len(),
                 k: cut(&k, s..s + p.len()),
