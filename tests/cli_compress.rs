@@ -429,3 +429,123 @@ fn layers_and_skip_restrict_what_changes() {
     });
     assert_eq!(report(&out)["tensors_compressed"], 6);
 }
+
+/// `--device gpu` (any adapter; lavapipe in CI) runs the calibration forwards, the statistics
+/// and the RTN/mask kernels as shaders. RTN and magnitude use no calibration and their kernels
+/// are bit-identical to the CPU's, so their outputs are too; the calibrated methods see device
+/// activations and an f32 Hessian, so they agree with the CPU run up to rare rounding flips
+/// (`GPU_AGREEMENT` of the weights bit for bit; SparseGPT's OBS update moves every kept
+/// weight, so there the masks agree and the kept weights are within `SPARSEGPT_TOL`). Either way the step records the adapter,
+/// the output verifies, and a second GPU run gives the same id.
+#[cfg(feature = "gpu")]
+#[test]
+fn compression_on_the_gpu_matches_the_cpu() {
+    /// Share of linear weights (and of pruned positions) that must equal the CPU run's exactly.
+    const GPU_AGREEMENT: f64 = 0.99;
+    /// Largest difference of a kept SparseGPT weight, relative to the tensor's largest weight.
+    const SPARSEGPT_TOL: f32 = 1e-3;
+    let s = setup();
+    let cases: Vec<(&str, Vec<&str>, bool)> = vec![
+        ("rtn", vec!["--bits", "4", "--group-size", "16"], true),
+        ("magnitude", vec!["--sparsity", "0.5"], true),
+        (
+            "magnitude",
+            vec!["--pattern", "2:4", "--skip", "down_proj"],
+            true,
+        ),
+        (
+            "gptq",
+            calib_args(
+                &s,
+                &["--bits", "4", "--group-size", "16", "--true-sequential"],
+            ),
+            false,
+        ),
+        ("sparsegpt", calib_args(&s, &["--sparsity", "0.5"]), false),
+        ("wanda", calib_args(&s, &["--sparsity", "0.5"]), false),
+        (
+            "wanda",
+            calib_args(&s, &["--pattern", "2:4", "--skip", "down_proj"]),
+            false,
+        ),
+    ];
+    for (i, (method, args, exact)) in cases.into_iter().enumerate() {
+        let run_on = |device: &str, tag: &str| {
+            let out = s.root.join(format!("gpu{i}-{tag}"));
+            let mut a = vec!["--device", device, method, path_str(&s.base), "-o"];
+            a.push(path_str(&out));
+            a.extend(args.iter().copied());
+            let r = intervene(&a);
+            (r, out)
+        };
+        let (g, gdir) = run_on("gpu", "a");
+        if g.code == 2 && g.stderr.contains("--device gpu") {
+            assert!(
+                std::env::var_os("INTERVENE_REQUIRE_GPU").is_none(),
+                "INTERVENE_REQUIRE_GPU is set but: {g}"
+            );
+            eprintln!("skipping: no GPU adapter: {}", g.stderr.trim());
+            return;
+        }
+        assert_eq!(g.code, 0, "{method} {args:?} on the gpu: {g}");
+        let (g2, _) = run_on("gpu", "b");
+        assert_eq!(g2.code, 0, "{g2}");
+        assert_eq!(g.stdout, g2.stdout, "{method}: two GPU runs differ");
+        let (c, cdir) = run_on("cpu", "c");
+        assert_eq!(c.code, 0, "{c}");
+        let v = intervene(&["verify", path_str(&gdir)]);
+        assert_eq!(v.code, 0, "verify {method} gpu: {v}");
+        let p: Value =
+            serde_json::from_slice(&std::fs::read(gdir.join("provenance.json")).unwrap()).unwrap();
+        let step = p["chain"].as_array().unwrap().last().unwrap();
+        assert!(
+            step["device"].as_str().unwrap().starts_with("gpu:"),
+            "{method}: device {}",
+            step["device"]
+        );
+        let (tg, tc) = (tensors(&gdir), tensors(&cdir));
+        let (mut same, mut total, mut zeros_same, mut zeros) = (0usize, 0usize, 0usize, 0usize);
+        for (name, (_, vc)) in &tc {
+            let vg = &tg[name].1;
+            if !is_linear(name) {
+                let bitwise = vg.iter().zip(vc).all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(bitwise, "{method}: {name} is not a target but differs");
+                continue;
+            }
+            let scale = vc.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (a, b) in vg.iter().zip(vc) {
+                // SparseGPT: a weight both runs kept counts as agreeing when it is close.
+                let kept_close = method == "sparsegpt" && *a != 0.0 && *b != 0.0;
+                if kept_close {
+                    assert!(
+                        (a - b).abs() <= SPARSEGPT_TOL * scale,
+                        "sparsegpt {name}: kept weight {a} on the gpu, {b} on the cpu"
+                    );
+                }
+                total += 1;
+                same += usize::from(kept_close || a.to_bits() == b.to_bits());
+                if *b == 0.0 || *a == 0.0 {
+                    zeros += 1;
+                    zeros_same += usize::from(*a == 0.0 && *b == 0.0);
+                }
+            }
+        }
+        let frac = same as f64 / total as f64;
+        if exact {
+            assert_eq!(
+                same, total,
+                "{method} {args:?}: GPU output differs from the CPU's"
+            );
+        } else {
+            assert!(
+                frac >= GPU_AGREEMENT,
+                "{method} {args:?}: {same} of {total} weights equal the CPU's"
+            );
+            let zfrac = zeros_same as f64 / zeros.max(1) as f64;
+            assert!(
+                zfrac >= GPU_AGREEMENT,
+                "{method} {args:?}: zeros agree on {zeros_same} of {zeros}"
+            );
+        }
+    }
+}

@@ -46,7 +46,8 @@ impl GlobalOpts {
     }
 
     /// The backend recorded in provenance by commands that run only on the CPU backend so far
-    /// (compression and evaluation); `generate` resolves `--device` through `backend()`.
+    /// (evaluation, editing, unlearning); `generate` and the compression commands resolve
+    /// `--device` through `backend()`.
     pub fn device_name(&self) -> &'static str {
         "cpu"
     }
@@ -88,9 +89,13 @@ impl GlobalOpts {
         }
     }
 
+    /// Whether `--device` asks for a GPU explicitly (`gpu`, not `auto`).
+    pub fn wants_gpu(&self) -> bool {
+        self.device == DeviceChoice::Gpu
+    }
+
     /// A one-line message on stderr, unless `--quiet`.
-    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
-    fn note(&self, msg: &str) {
+    pub fn note(&self, msg: &str) {
         if !self.quiet {
             eprintln!("{msg}");
         }

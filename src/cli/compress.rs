@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use intervene::interventions::compress::apply::compress_checkpoint;
+use intervene::interventions::compress::device::Device;
 use intervene::interventions::compress::mask::SparsityPattern;
 use intervene::interventions::compress::plan::{
     parse_layers, parse_nm, AwqParams, CalibParams, CompressPlan, Method, PruneParams, QuantParams,
@@ -14,7 +15,7 @@ use intervene::model::LlamaConfig;
 use intervene::Error;
 use serde_json::Value;
 
-use super::common::{print_json, GlobalOpts};
+use super::common::{print_json, Backend, GlobalOpts};
 
 #[derive(Args, Debug)]
 pub struct CompressArgs {
@@ -236,7 +237,24 @@ fn plan(
 pub fn run(method: Method, a: CompressArgs, g: &GlobalOpts) -> anyhow::Result<ExitCode> {
     let cfg = LlamaConfig::from_file(&a.input.join(intervene::checkpoint::CONFIG_FILE))?;
     let plan = plan(method, &a, g.seed, &cfg)?;
-    let out = compress_checkpoint(&a.input, &a.output, a.force, plan, g.device_name())?;
+    // The plan is checked before the device is opened, so bad flags fail fast either way.
+    let backend = if method == Method::Awq {
+        // AWQ's searches run on the host (compress::gpu_walk says why); say so, record cpu.
+        if g.wants_gpu() {
+            g.note(
+                "note: awq runs on the CPU backend (its scale and clip searches have no GPU path)",
+            );
+        }
+        Backend::Cpu
+    } else {
+        g.backend()?
+    };
+    let device = match &backend {
+        Backend::Cpu => Device::Cpu,
+        #[cfg(feature = "gpu")]
+        Backend::Gpu(gpu) => Device::Gpu(gpu),
+    };
+    let out = compress_checkpoint(&a.input, &a.output, a.force, plan, device)?;
     if a.json {
         print_json(&serde_json::json!({
             "id": out.id,

@@ -5,55 +5,22 @@
 //! supported here; greedy generation re-runs the prefix (no device KV cache yet).
 
 use crate::backend::cpu::argmax::argmax;
-use crate::backend::cpu::attention::{AttnDims, KeySpan};
-use crate::backend::gpu::ops::attention::{attention, Cols, Spans};
 use crate::backend::gpu::ops::embedding::embed;
 use crate::backend::gpu::ops::matmul::linear;
 use crate::backend::gpu::ops::rmsnorm::rmsnorm;
-use crate::backend::gpu::ops::rope::{rope, RopeRows};
-use crate::backend::gpu::ops::swiglu::swiglu;
 use crate::backend::gpu::{Gpu, GpuError, GpuTensor};
 use crate::backend::Tensor;
 use crate::error::{Error, Result};
 
 use super::forward::Logits;
-use super::linear::Linear;
+use super::gpu_layer::{run_gpu_block, GpuLayer, GpuRows};
+use super::layer_forward::packed_rows;
 use super::weights::Llama;
 
 impl From<GpuError> for Error {
     fn from(e: GpuError) -> Self {
         Error::Check(e.to_string())
     }
-}
-
-struct GpuLinear {
-    w: GpuTensor,
-    bias: Option<GpuTensor>,
-}
-
-impl GpuLinear {
-    fn upload(gpu: &Gpu, l: &Linear) -> Result<GpuLinear> {
-        Ok(GpuLinear {
-            w: GpuTensor::upload(gpu, &[l.out, l.inp], &l.w)?,
-            bias: match &l.bias {
-                Some(b) => Some(GpuTensor::upload(gpu, &[l.out], b)?),
-                None => None,
-            },
-        })
-    }
-
-    fn forward(&self, gpu: &Gpu, x: &GpuTensor, y: &GpuTensor, accumulate: bool) -> Result<()> {
-        Ok(linear(gpu, x, &self.w, self.bias.as_ref(), y, accumulate)?)
-    }
-}
-
-struct GpuLayer {
-    attn_norm: GpuTensor,
-    mlp_norm: GpuTensor,
-    qkv: GpuLinear,
-    o: GpuLinear,
-    gate_up: GpuLinear,
-    down: GpuLinear,
 }
 
 /// A model whose weights live on a GPU device.
@@ -75,16 +42,7 @@ impl<'a> GpuLlama<'a> {
         let layers = model
             .layers
             .iter()
-            .map(|l| {
-                Ok(GpuLayer {
-                    attn_norm: GpuTensor::upload(gpu, &[c], &l.attn_norm)?,
-                    mlp_norm: GpuTensor::upload(gpu, &[c], &l.mlp_norm)?,
-                    qkv: GpuLinear::upload(gpu, &l.qkv)?,
-                    o: GpuLinear::upload(gpu, &l.o)?,
-                    gate_up: GpuLinear::upload(gpu, &l.gate_up)?,
-                    down: GpuLinear::upload(gpu, &l.down)?,
-                })
-            })
+            .map(|l| GpuLayer::upload(gpu, l))
             .collect::<Result<Vec<_>>>()?;
         Ok(GpuLlama {
             model,
@@ -110,58 +68,22 @@ impl<'a> GpuLlama<'a> {
         let gpu = self.gpu;
         let cfg = &model.config;
         model.check_tokens(batch)?;
-        let (c, d) = (cfg.hidden_size, cfg.head_dim);
-        let (h, g) = (cfg.num_attention_heads, cfg.num_key_value_heads);
-        let (qd, kvd, inter) = (h * d, g * d, cfg.intermediate_size);
+        let c = cfg.hidden_size;
         let eps = cfg.rms_norm_eps as f32;
 
         let mut offsets = vec![0];
-        let mut pos = Vec::new();
-        let mut spans = Vec::new();
         for s in batch {
-            let (start, len) = (offsets[offsets.len() - 1], s.as_ref().len());
-            pos.extend(0..len);
-            spans.extend((0..len).map(|t| KeySpan { start, len: t + 1 }));
-            offsets.push(start + len);
+            offsets.push(offsets[offsets.len() - 1] + s.as_ref().len());
         }
+        let (pos, spans) = packed_rows(&offsets);
         let n = pos.len();
         let tokens: Vec<u32> = batch.iter().flat_map(|s| s.as_ref()).copied().collect();
 
         let x = GpuTensor::zeros(gpu, &[n, c])?;
         embed(gpu, &self.embed, &tokens, &x)?;
-        let xn = GpuTensor::zeros(gpu, &[n, c])?;
-        let qkv = GpuTensor::zeros(gpu, &[n, qd + 2 * kvd])?;
-        let att = GpuTensor::zeros(gpu, &[n, qd])?;
-        let gu = GpuTensor::zeros(gpu, &[n, 2 * inter])?;
-        let act = GpuTensor::zeros(gpu, &[n, inter])?;
-        let rope_rows = RopeRows::new(gpu, &model.rope, &pos)?;
-        let spans = Spans::new(gpu, &spans, n)?;
-        let dims = AttnDims {
-            heads: h,
-            kv_heads: g,
-            head_dim: d,
-        };
+        let rows = GpuRows::new(gpu, cfg, &model.rope, &pos, &spans)?;
         for layer in &self.layers {
-            rmsnorm(gpu, &x, &layer.attn_norm, eps, &xn)?;
-            layer.qkv.forward(gpu, &xn, &qkv, false)?;
-            rope(gpu, &qkv, 0, h, &rope_rows)?;
-            rope(gpu, &qkv, qd, g, &rope_rows)?;
-            let q = Cols { t: &qkv, offset: 0 };
-            let k = Cols {
-                t: &qkv,
-                offset: qd,
-            };
-            let v = Cols {
-                t: &qkv,
-                offset: qd + kvd,
-            };
-            attention(gpu, q, k, v, &spans, dims, Cols::all(&att))?;
-            // The residual adds are the products' accumulate, as on the CPU.
-            layer.o.forward(gpu, &att, &x, true)?;
-            rmsnorm(gpu, &x, &layer.mlp_norm, eps, &xn)?;
-            layer.gate_up.forward(gpu, &xn, &gu, false)?;
-            swiglu(gpu, &gu, &act)?;
-            layer.down.forward(gpu, &act, &x, true)?;
+            run_gpu_block(gpu, cfg, layer, &x, &rows, &mut |_, _| Ok(()))?;
         }
 
         let rows: Vec<(usize, usize)> = match which {

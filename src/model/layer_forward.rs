@@ -41,6 +41,11 @@ impl LayerContext {
         &self.config
     }
 
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(super) fn rope(&self) -> &RopeTable {
+        &self.rope
+    }
+
     fn block_ctx(&self) -> BlockCtx<'_> {
         BlockCtx {
             config: &self.config,
@@ -111,6 +116,11 @@ impl DecoderLayer {
 
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    pub(super) fn layer(&self) -> &Layer {
+        &self.layer
     }
 
     /// The linear of projection `p` and its rows inside the stacked buffer.

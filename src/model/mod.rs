@@ -11,6 +11,8 @@ mod forward;
 mod generate;
 #[cfg(feature = "gpu")]
 mod gpu_forward;
+#[cfg(feature = "gpu")]
+mod gpu_layer;
 mod hooks;
 mod last_logits;
 mod layer_forward;
@@ -25,6 +27,8 @@ pub use forward::{ForwardOutput, Logits};
 pub use generate::Decoder;
 #[cfg(feature = "gpu")]
 pub use gpu_forward::GpuLlama;
+#[cfg(feature = "gpu")]
+pub use gpu_layer::{GpuLayer, GpuRows, Tap};
 pub use hooks::{Captures, Delta, DeltaSite, Hooks};
 pub use last_logits::LastLogits;
 pub use layer_forward::{embed_from_checkpoint, DecoderLayer, LayerContext};

@@ -148,6 +148,42 @@ impl GpuTensor {
         })
     }
 
+    /// Copies `src` into this tensor on the device (same shape and the same split into
+    /// buffers, which two tensors of one shape allocated under one chunk size have).
+    pub fn copy_from(&self, gpu: &Gpu, src: &GpuTensor) -> GpuResult<()> {
+        let same_split = self.chunks.len() == src.chunks.len()
+            && self
+                .chunks
+                .iter()
+                .zip(&src.chunks)
+                .all(|(a, b)| a.row0 == b.row0 && a.rows == b.rows);
+        if self.shape != src.shape || !same_split {
+            return Err(GpuError::shape(
+                "copy",
+                format!(
+                    "source {:?} in {} buffers does not fit destination {:?} in {}",
+                    src.shape,
+                    src.chunks.len(),
+                    self.shape,
+                    self.chunks.len()
+                ),
+            ));
+        }
+        let cols = self.cols() as u64;
+        gpu.scoped("copy", || {
+            let mut enc = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor::default());
+            for (d, s) in self.chunks.iter().zip(&src.chunks) {
+                let bytes = s.rows as u64 * cols * F32;
+                if bytes > 0 {
+                    enc.copy_buffer_to_buffer(&s.buf, 0, &d.buf, 0, bytes);
+                }
+            }
+            gpu.queue.submit([enc.finish()]);
+        })
+    }
+
     /// Overwrites the tensor's contents (same element count).
     pub fn write(&self, gpu: &Gpu, data: &[f32]) -> GpuResult<()> {
         if data.len() != self.numel() {

@@ -11,6 +11,7 @@ use std::time::Instant;
 use serde_json::{json, Value};
 
 use super::calib::CalibBatch;
+use super::device::Device;
 use super::pipeline::{Activations, LayerWalk};
 use super::plan::CompressPlan;
 use super::report::summarise;
@@ -33,13 +34,13 @@ pub struct CompressOutcome {
 }
 
 /// Compresses checkpoint `input` into `output` by `plan` (whose `dtype` may be empty: the
-/// input's storage dtype). `device` is recorded in provenance.
+/// input's storage dtype), computing on `device` (recorded in provenance).
 pub fn compress_checkpoint(
     input: &Path,
     output: &Path,
     force: bool,
     mut plan: CompressPlan,
-    device: &str,
+    device: Device,
 ) -> Result<CompressOutcome> {
     let start = Instant::now();
     check_output_path(output, force)?;
@@ -79,7 +80,7 @@ pub fn compress_checkpoint(
         (Some(b), Some(c)) => Some(Activations::embed(&ckpt, &b.windows, c.chunk_sequences)?),
         _ => None,
     };
-    let walk = RefCell::new(LayerWalk::new(&ckpt, &plan, acts, dtype));
+    let walk = RefCell::new(LayerWalk::new(&ckpt, &plan, acts, dtype, device)?);
 
     let specs: Vec<TensorSpec> = ckpt
         .names()
@@ -146,7 +147,7 @@ pub fn compress_checkpoint(
                 parent: Some(parent.clone()),
                 output: id.to_string(),
                 tool_version: TOOL_VERSION.to_string(),
-                device: device.to_string(),
+                device: device.name(),
                 seconds: start.elapsed().as_secs_f64(),
                 report: r,
             };

@@ -20,7 +20,10 @@ pub mod apply;
 pub mod awq;
 pub mod awq_search;
 pub mod calib;
+pub mod device;
 pub mod gptq;
+#[cfg(feature = "gpu")]
+pub mod gpu_walk;
 pub mod hessian;
 pub mod magnitude;
 pub mod mask;

@@ -19,9 +19,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::awq::awq_layer;
+use super::device::Device;
+#[cfg(feature = "gpu")]
+use super::gpu_walk::{solve_on_gpu, DeviceActivations};
 use super::plan::{CompressPlan, Method};
 use super::report::{measure, DampSummary, TensorReport};
-use super::solve::{solve, InputStats, ObjectiveErrors};
+use super::solve::{solve, InputStats, ObjectiveErrors, Solved};
 use crate::backend::Tensor;
 use crate::checkpoint::{Checkpoint, DType};
 use crate::error::{Error, Result};
@@ -143,6 +146,11 @@ pub struct LayerWalk<'a> {
     plan: &'a CompressPlan,
     ctx: LayerContext,
     acts: Option<Activations>,
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    device: Device<'a>,
+    /// On the GPU backend: the activations on the device (the host copy is then dropped).
+    #[cfg(feature = "gpu")]
+    dev_acts: Option<DeviceActivations>,
     next: usize,
     dtype: DType,
     targets: BTreeSet<String>,
@@ -154,14 +162,27 @@ pub struct LayerWalk<'a> {
 }
 
 impl<'a> LayerWalk<'a> {
+    /// A walk on `device`. AWQ's searches run on the host whatever the device (`gpu_walk`),
+    /// so its activations stay there.
     pub fn new(
         ckpt: &'a Checkpoint,
         plan: &'a CompressPlan,
-        acts: Option<Activations>,
+        #[allow(unused_mut)] mut acts: Option<Activations>,
         dtype: DType,
-    ) -> Self {
-        LayerWalk {
-            ctx: LayerContext::new(&ckpt.config),
+        device: Device<'a>,
+    ) -> Result<Self> {
+        let ctx = LayerContext::new(&ckpt.config);
+        #[cfg(feature = "gpu")]
+        let dev_acts = match (device, acts.as_mut()) {
+            (Device::Gpu(gpu), Some(a)) if plan.method != Method::Awq => {
+                let d = DeviceActivations::upload(gpu, &ctx, a)?;
+                a.hidden = Vec::new();
+                Some(d)
+            }
+            _ => None,
+        };
+        Ok(LayerWalk {
+            ctx,
             targets: plan
                 .targets(&ckpt.config)
                 .into_iter()
@@ -170,13 +191,16 @@ impl<'a> LayerWalk<'a> {
             ckpt,
             plan,
             acts,
+            device,
+            #[cfg(feature = "gpu")]
+            dev_acts,
             next: 0,
             dtype,
             done: BTreeMap::new(),
             buffered_bytes: 0,
             peak_buffered_bytes: 0,
             reports: Vec::new(),
-        }
+        })
     }
 
     /// The layer whose walk step produces tensor `name`, if any (otherwise the input's bytes
@@ -256,13 +280,13 @@ impl<'a> LayerWalk<'a> {
                         .entry(tap_of(p))
                         .or_insert_with(|| InputStats::new(self.plan.method, n));
                 }
-                collect_stats(&self.ctx, &layer, acts, &mut stats)?;
+                self.collect(&layer, acts, &mut stats)?;
             }
             for &p in &members {
                 let name = weight_name(l, p);
                 let w = layer.weight(p);
                 let st = stats.get(&tap_of(p)).unwrap_or(&InputStats::None);
-                let solved = solve(self.plan, &name, &w, st)?;
+                let solved = self.solve_here(&name, &w, st)?;
                 layer.set_weight(p, &solved.weight)?;
                 records.insert(
                     p,
@@ -276,12 +300,54 @@ impl<'a> LayerWalk<'a> {
         }
         if let Some(acts) = self.acts.as_mut() {
             // Later layers are calibrated on the compressed model's activations.
+            #[cfg(feature = "gpu")]
+            if let (Device::Gpu(gpu), Some(d)) = (self.device, &self.dev_acts) {
+                d.forward_all(gpu, &self.ctx, &layer.upload(gpu)?)?;
+                return self.finish_selected(selected, &layer, &targets, &records);
+            }
             forward_all(&self.ctx, &layer, acts)?;
         }
+        self.finish_selected(selected, &layer, &targets, &records)
+    }
+
+    fn finish_selected(
+        &mut self,
+        selected: bool,
+        layer: &DecoderLayer,
+        targets: &[Proj],
+        records: &BTreeMap<Proj, SolveRecord>,
+    ) -> Result<()> {
         if selected {
-            self.finish_layer(&layer, &targets, &BTreeMap::new(), &records)?;
+            self.finish_layer(layer, targets, &BTreeMap::new(), records)?;
         }
         Ok(())
+    }
+
+    /// Input statistics of the current layer's taps, on the walk's device.
+    fn collect(
+        &self,
+        layer: &DecoderLayer,
+        acts: &Activations,
+        stats: &mut BTreeMap<Proj, InputStats>,
+    ) -> Result<()> {
+        #[cfg(feature = "gpu")]
+        if let (Device::Gpu(gpu), Some(d)) = (self.device, &self.dev_acts) {
+            // Uploaded per group: under --true-sequential the earlier groups are solved.
+            let dev = layer.upload(gpu)?;
+            return d.collect_stats(gpu, &self.ctx, &dev, layer.index(), stats);
+        }
+        collect_stats(&self.ctx, layer, acts, stats)
+    }
+
+    /// One tensor's solve, on the device when its kernels are there (`gpu_walk`).
+    fn solve_here(&self, name: &str, w: &Tensor, st: &InputStats) -> Result<Solved> {
+        #[cfg(feature = "gpu")]
+        if let Device::Gpu(gpu) = self.device {
+            if let Some(s) = solve_on_gpu(gpu, self.plan, name, w, st)? {
+                return Ok(s);
+            }
+        }
+        solve(self.plan, name, w, st)
     }
 
     /// Casts the layer's produced tensors to the output dtype, measures the targets on the

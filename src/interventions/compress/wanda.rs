@@ -67,6 +67,27 @@ impl InputNorms {
         Ok(())
     }
 
+    /// Adds per-input sums of squares computed elsewhere (the GPU's `col_stats`) over a
+    /// batch of `b` sequences: the same update as `add_batch`.
+    pub fn add_sums(&mut self, name: &str, sums: &[f32], b: usize) -> Result<()> {
+        if sums.len() != self.sumsq.len() {
+            return Err(tensor_err(
+                name,
+                format!(
+                    "{} input sums of squares for a layer with {} inputs",
+                    sums.len(),
+                    self.sumsq.len()
+                ),
+            ));
+        }
+        check_finite(name, sums)?;
+        for (s, &v) in self.sumsq.iter_mut().zip(sums) {
+            *s += v as f64;
+        }
+        self.nsamples += b;
+        Ok(())
+    }
+
     pub fn nsamples(&self) -> usize {
         self.nsamples
     }
