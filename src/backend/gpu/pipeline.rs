@@ -35,6 +35,7 @@ pub enum Shader {
     CrossEntropy,
     Mse,
     Quant,
+    Gptq,
     Mask,
 }
 
@@ -72,7 +73,14 @@ impl Shader {
             }
             Shader::CrossEntropy => include_str!("../../../shaders/cross_entropy.wgsl"),
             Shader::Mse => include_str!("../../../shaders/mse.wgsl"),
-            Shader::Quant => include_str!("../../../shaders/quant.wgsl"),
+            Shader::Quant => concat!(
+                include_str!("../../../shaders/quant.wgsl"),
+                include_str!("../../../shaders/quant_common.wgsl")
+            ),
+            Shader::Gptq => concat!(
+                include_str!("../../../shaders/gptq.wgsl"),
+                include_str!("../../../shaders/quant_common.wgsl")
+            ),
             Shader::Mask => include_str!("../../../shaders/mask.wgsl"),
         }
     }

@@ -3,14 +3,14 @@
 //! What runs on the device: the calibration activations `[samples·seqlen, C]` (uploaded once,
 //! then carried from layer to layer), every calibration forward through the current layer,
 //! the GPTQ/SparseGPT Hessian `(2/N) Σ XᵀX` (`xtx` shader, accumulated over chunks without a
-//! readback), Wanda's input sums of squares (`col_stats`), and the score-only solvers: RTN
-//! (`quantize`) and magnitude/Wanda masks (`mask`), which are bit-identical to the CPU's.
+//! readback), Wanda's input sums of squares (`col_stats`), the score-only solvers RTN
+//! (`quantize`) and magnitude/Wanda masks (`mask`), which are bit-identical to the CPU's, and
+//! GPTQ's column sweep with its lazy batch updates (`gptq` shader, `gptq::fasterquant_gpu`).
 //!
-//! What stays on the host, and why: the GPTQ/SparseGPT column solves need the f64 Cholesky of
-//! `H⁻¹` (faer) and a sequential sweep over columns; on SmolLM2 they are under 20 s of a
-//! GPTQ run whose remaining ~640 s are the calibration forwards this module moves. AWQ's scale
-//! and clip searches score many small candidate products against sampled tokens; they run on
-//! the host (`awq`), and `--device gpu` says so instead of pretending otherwise.
+//! What stays on the host, and why: the f64 Cholesky factor of `H⁻¹` (faer; one `n³/3`
+//! factorisation per tensor), SparseGPT's solve (its per-block mask selection sorts the
+//! block's OBS scores; not ported yet), and AWQ, whose scale and clip searches run on the
+//! host (`awq`); `--device gpu` says so for AWQ instead of pretending otherwise.
 //!
 //! Precision: the device Hessian is an f32 running mean (the CPU keeps f64 across chunks), so
 //! a GPU run is reproducible on its own backend but not bit-equal to a CPU run; its provenance
@@ -18,11 +18,12 @@
 
 use std::collections::BTreeMap;
 
+use super::gptq::fasterquant_gpu;
 use super::hessian::Hessian;
 use super::mask::{inclusive_threshold, SparsityPattern};
 use super::pipeline::Activations;
 use super::plan::{CompressPlan, Method};
-use super::solve::{InputStats, Solved};
+use super::solve::{gptq_config, gptq_solved, InputStats, Solved};
 use super::{check_finite, check_matrix};
 use crate::backend::gpu::ops::mask::{apply_mask, MaskRule, Scores};
 use crate::backend::gpu::ops::quant::quantize;
@@ -137,8 +138,9 @@ impl DeviceActivations {
     }
 }
 
-/// The score-only solvers on the device: RTN, magnitude and Wanda (bit-identical to their CPU
-/// versions). `None` for the methods whose solve runs on the host.
+/// The solvers with a device path: RTN, magnitude and Wanda (bit-identical to their CPU
+/// versions) and GPTQ's column sweep (`fasterquant_gpu`). `None` for the methods whose solve
+/// runs on the host (SparseGPT).
 pub fn solve_on_gpu(
     gpu: &Gpu,
     plan: &CompressPlan,
@@ -193,6 +195,14 @@ pub fn solve_on_gpu(
             apply_mask(gpu, &gw, Scores::Wanda(&gn), rule)?
                 .weight
                 .to_tensor(gpu)?
+        }
+        Method::Gptq => {
+            let InputStats::Hessian(h) = stats else {
+                return Ok(None);
+            };
+            let cfg = gptq_config(plan)?;
+            let out = fasterquant_gpu(gpu, name, w, h, &cfg)?;
+            return gptq_solved(name, w, h, &cfg, out).map(Some);
         }
         _ => return Ok(None),
     };

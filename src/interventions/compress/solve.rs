@@ -1,7 +1,7 @@
 //! Dispatch from a plan to the per-layer solvers (RTN, GPTQ, magnitude, Wanda, SparseGPT) for
 //! one weight and the statistics of its input; AWQ has its own layer-level driver (`awq`).
 
-use super::gptq::{fasterquant, output_error, GptqConfig};
+use super::gptq::{fasterquant, output_error, GptqConfig, GptqOutput};
 use super::hessian::{DampReport, Hessian};
 use super::magnitude::prune_magnitude;
 use super::plan::{CompressPlan, Method};
@@ -75,31 +75,12 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
             })
         }
         Method::Gptq => {
-            let q = plan.quant.as_ref().ok_or_else(missing)?;
             let InputStats::Hessian(h) = stats else {
                 return Err(missing());
             };
-            let cfg = GptqConfig {
-                bits: q.bits,
-                group: q.group_size,
-                sym: q.sym,
-                act_order: plan.act_order,
-                static_groups: plan.static_groups,
-                block_size: plan.block_size,
-                damp: plan.damp_config(),
-            };
+            let cfg = gptq_config(plan)?;
             let out = fasterquant(name, w, h, &cfg)?;
-            let nearest = rtn(name, w, cfg.spec()?)?.weight;
-            let errors = ObjectiveErrors {
-                output_error: output_error(w, &out.quantized.weight, h),
-                rtn_output_error: output_error(w, &nearest, h),
-            };
-            Ok(Solved {
-                errors: Some(errors),
-                g_idx: out.perm.is_some().then_some(out.quantized.g_idx),
-                weight: out.quantized.weight,
-                damp: Some(out.damp),
-            })
+            gptq_solved(name, w, h, &cfg, out)
         }
         Method::Magnitude => Ok(Solved {
             weight: prune_magnitude(name, w, plan.pattern()?)?.weight,
@@ -140,4 +121,42 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
             "AWQ transforms whole layers (compress::awq), not single tensors",
         )),
     }
+}
+
+/// GPTQ's settings from a plan.
+pub(crate) fn gptq_config(plan: &CompressPlan) -> Result<GptqConfig> {
+    let q = plan
+        .quant
+        .as_ref()
+        .ok_or_else(|| Error::usage("gptq", "no quantisation settings"))?;
+    Ok(GptqConfig {
+        bits: q.bits,
+        group: q.group_size,
+        sym: q.sym,
+        act_order: plan.act_order,
+        static_groups: plan.static_groups,
+        block_size: plan.block_size,
+        damp: plan.damp_config(),
+    })
+}
+
+/// A GPTQ result with its objective against round-to-nearest on the same grid and Hessian.
+pub(crate) fn gptq_solved(
+    name: &str,
+    w: &Tensor,
+    h: &Hessian,
+    cfg: &GptqConfig,
+    out: GptqOutput,
+) -> Result<Solved> {
+    let nearest = rtn(name, w, cfg.spec()?)?.weight;
+    let errors = ObjectiveErrors {
+        output_error: output_error(w, &out.quantized.weight, h),
+        rtn_output_error: output_error(w, &nearest, h),
+    };
+    Ok(Solved {
+        errors: Some(errors),
+        g_idx: out.perm.is_some().then_some(out.quantized.g_idx),
+        weight: out.quantized.weight,
+        damp: Some(out.damp),
+    })
 }

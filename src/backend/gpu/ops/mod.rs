@@ -8,6 +8,7 @@ pub mod cross_entropy;
 pub mod elementwise;
 pub mod embedding;
 pub mod embedding_backward;
+pub mod gptq;
 pub mod linear_backward;
 pub mod mask;
 pub mod matmul;
