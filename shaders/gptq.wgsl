@@ -3,9 +3,10 @@
 // row quantises the block's columns in order, spreading each column's error over the rest of
 // the block through the upper Cholesky factor U of H^-1 (`gptq_block`); then every later
 // column takes the block's errors at once, W[:, i2:] -= Err · U[i1:i2, i2:] (`obs_update`).
-// Division and the grid come from quant_common.wgsl (appended at load), so a column's grid
-// index matches the CPU's whenever the weight reaching it does; the rank-1 updates may be
-// fused into FMAs by the driver, so weights later in a row can differ in the last bits.
+// `obs_update` (obs_update.wgsl), division and the grid (quant_common.wgsl) are appended at
+// load. A column's grid index matches the CPU's whenever the weight reaching it does; the
+// rank-1 updates may be fused into FMAs by the driver, so weights later in a row can differ
+// in the last bits.
 
 struct Params {
     rows: u32,
@@ -33,10 +34,6 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> loss: array<f32>;    // [rows]
 @group(0) @binding(9) var<storage, read> col_group: array<u32>;     // [cols] static groups
 @group(0) @binding(10) var<uniform> params: Params;
-
-fn flat_id(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
-    return (wid.x + wid.y * nwg.x + wid.z * nwg.x * nwg.y) * {{WG}}u + li;
-}
 
 @compute @workgroup_size({{WG}})
 fn gptq_block(
@@ -100,26 +97,4 @@ fn gptq_block(
         err[b1 + i] = e;
     }
     loss[r] = row_loss;
-}
-
-// W[r, c] -= sum_j err[r, j] * U[i1 + j, c] for c >= i1 + count.
-@compute @workgroup_size({{WG}})
-fn obs_update(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let idx = flat_id(wid, nwg, li);
-    let i2 = params.i1 + params.count;
-    let tail = params.cols - i2;
-    if (idx >= params.rows * tail) {
-        return;
-    }
-    let r = idx / tail;
-    let c = i2 + idx % tail;
-    var acc = 0.0;
-    for (var j = 0u; j < params.count; j++) {
-        acc = acc + err[r * params.bs + j] * u[(params.i1 + j) * params.cols + c];
-    }
-    w[r * params.cols + c] = w[r * params.cols + c] - acc;
 }

@@ -36,6 +36,7 @@ pub enum Shader {
     Mse,
     Quant,
     Gptq,
+    Sparsegpt,
     Mask,
 }
 
@@ -79,6 +80,12 @@ impl Shader {
             ),
             Shader::Gptq => concat!(
                 include_str!("../../../shaders/gptq.wgsl"),
+                include_str!("../../../shaders/obs_update.wgsl"),
+                include_str!("../../../shaders/quant_common.wgsl")
+            ),
+            Shader::Sparsegpt => concat!(
+                include_str!("../../../shaders/sparsegpt.wgsl"),
+                include_str!("../../../shaders/obs_update.wgsl"),
                 include_str!("../../../shaders/quant_common.wgsl")
             ),
             Shader::Mask => include_str!("../../../shaders/mask.wgsl"),

@@ -1,7 +1,7 @@
 //! Where a compression step computes. On the CPU every part runs on the host; on the GPU the
 //! calibration forwards, the Hessian and input-norm statistics, the round-to-nearest and mask
-//! kernels and GPTQ's column sweep run as shaders (`gpu_walk`), while the Cholesky factors,
-//! SparseGPT's solve and AWQ stay on the host (see `gpu_walk` for why). The name goes into the step's provenance, so the
+//! kernels and the GPTQ/SparseGPT column sweeps run as shaders (`gpu_walk`), while the
+//! Cholesky factors and AWQ stay on the host (see `gpu_walk` for why). The name goes into the step's provenance, so the
 //! output id says which backend produced it.
 
 #[cfg(feature = "gpu")]

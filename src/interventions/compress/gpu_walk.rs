@@ -5,12 +5,13 @@
 //! the GPTQ/SparseGPT Hessian `(2/N) Σ XᵀX` (`xtx` shader, accumulated over chunks without a
 //! readback), Wanda's input sums of squares (`col_stats`), the score-only solvers RTN
 //! (`quantize`) and magnitude/Wanda masks (`mask`), which are bit-identical to the CPU's, and
-//! GPTQ's column sweep with its lazy batch updates (`gptq` shader, `gptq::fasterquant_gpu`).
+//! the GPTQ and SparseGPT column sweeps with their lazy batch updates (`gptq`/`sparsegpt`
+//! shaders; SparseGPT's unstructured threshold is picked on the host from each block's scores).
 //!
 //! What stays on the host, and why: the f64 Cholesky factor of `H⁻¹` (faer; one `n³/3`
-//! factorisation per tensor), SparseGPT's solve (its per-block mask selection sorts the
-//! block's OBS scores; not ported yet), and AWQ, whose scale and clip searches run on the
-//! host (`awq`); `--device gpu` says so for AWQ instead of pretending otherwise.
+//! factorisation per tensor, f64 for the damping retry to mean what the references' does), and
+//! AWQ, whose scale and clip searches run on the host (`awq`); `--device gpu` says so for AWQ
+//! instead of pretending otherwise.
 //!
 //! Precision: the device Hessian is an f32 running mean (the CPU keeps f64 across chunks), so
 //! a GPU run is reproducible on its own backend but not bit-equal to a CPU run; its provenance
@@ -23,7 +24,8 @@ use super::hessian::Hessian;
 use super::mask::{inclusive_threshold, SparsityPattern};
 use super::pipeline::Activations;
 use super::plan::{CompressPlan, Method};
-use super::solve::{gptq_config, gptq_solved, InputStats, Solved};
+use super::solve::{gptq_config, gptq_solved, sparsegpt_config, InputStats, Solved};
+use super::sparsegpt::fasterprune_gpu;
 use super::{check_finite, check_matrix};
 use crate::backend::gpu::ops::mask::{apply_mask, MaskRule, Scores};
 use crate::backend::gpu::ops::quant::quantize;
@@ -138,9 +140,9 @@ impl DeviceActivations {
     }
 }
 
-/// The solvers with a device path: RTN, magnitude and Wanda (bit-identical to their CPU
-/// versions) and GPTQ's column sweep (`fasterquant_gpu`). `None` for the methods whose solve
-/// runs on the host (SparseGPT).
+/// The solvers on the device: RTN, magnitude and Wanda (bit-identical to their CPU versions)
+/// and the GPTQ/SparseGPT column sweeps (`fasterquant_gpu`, `fasterprune_gpu`). `None` for
+/// AWQ, whose searches run on the host, or when the statistics are missing.
 pub fn solve_on_gpu(
     gpu: &Gpu,
     plan: &CompressPlan,
@@ -204,7 +206,19 @@ pub fn solve_on_gpu(
             let out = fasterquant_gpu(gpu, name, w, h, &cfg)?;
             return gptq_solved(name, w, h, &cfg, out).map(Some);
         }
-        _ => return Ok(None),
+        Method::Sparsegpt => {
+            let InputStats::Hessian(h) = stats else {
+                return Ok(None);
+            };
+            let out = fasterprune_gpu(gpu, name, w, h, &sparsegpt_config(plan)?)?;
+            return Ok(Some(Solved {
+                weight: out.weight,
+                damp: out.damp,
+                g_idx: None,
+                errors: None,
+            }));
+        }
+        Method::Awq => return Ok(None),
     };
     Ok(Some(Solved {
         weight,

@@ -103,12 +103,7 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
             let InputStats::Hessian(h) = stats else {
                 return Err(missing());
             };
-            let cfg = SparseGptConfig {
-                pattern: plan.pattern()?,
-                block_size: plan.block_size,
-                damp: plan.damp_config(),
-            };
-            let out = fasterprune(name, w, h, &cfg)?;
+            let out = fasterprune(name, w, h, &sparsegpt_config(plan)?)?;
             Ok(Solved {
                 weight: out.weight,
                 damp: out.damp,
@@ -158,5 +153,14 @@ pub(crate) fn gptq_solved(
         g_idx: out.perm.is_some().then_some(out.quantized.g_idx),
         weight: out.quantized.weight,
         damp: Some(out.damp),
+    })
+}
+
+/// SparseGPT's settings from a plan.
+pub(crate) fn sparsegpt_config(plan: &CompressPlan) -> Result<SparseGptConfig> {
+    Ok(SparseGptConfig {
+        pattern: plan.pattern()?,
+        block_size: plan.block_size,
+        damp: plan.damp_config(),
     })
 }

@@ -119,7 +119,7 @@ pub fn gptq_sweep(
         entry,
         subs: vec![("WG", wg)],
     };
-    let (block_key, update_key) = (key("gptq_block"), key("obs_update"));
+    let block_key = key("gptq_block");
     let mut i1 = 0;
     while i1 < cols {
         let count = bs.min(cols - i1);
@@ -156,21 +156,14 @@ pub fn gptq_sweep(
             meta,
             groups(rows, wg),
         )?;
-        let tail = cols - i1 - count;
-        if tail > 0 {
-            gpu.launch_bound(
-                OP,
-                &update_key,
-                &[
-                    (0, gw_t.single(OP, "w")?),
-                    (1, gu.single(OP, "u")?),
-                    (7, err.single(OP, "err")?),
-                ],
-                10,
-                meta,
-                groups(rows * tail, wg),
-            )?;
-        }
+        obs_update(
+            gpu,
+            Shader::Gptq,
+            [&gw_t, &gu, &err],
+            meta,
+            rows,
+            cols - i1 - count,
+        )?;
         i1 += count;
     }
     Ok(SweepOutput {
@@ -180,4 +173,38 @@ pub fn gptq_sweep(
         zeros: gz.download(gpu)?,
         row_loss: loss.download(gpu)?,
     })
+}
+
+/// The lazy batch update after a swept block (`shaders/obs_update.wgsl`, appended to `shader`):
+/// `W[:, i2:] -= Err · U[i1:i2, i2:]` over the `tail` columns after the block, with `meta` the
+/// including shader's params. Operands: `[w, u, err]` at bindings 0, 1 and 7.
+pub(super) fn obs_update(
+    gpu: &Gpu,
+    shader: Shader,
+    [w, u, err]: [&GpuTensor; 3],
+    meta: &[u8],
+    rows: usize,
+    tail: usize,
+) -> GpuResult<()> {
+    if tail == 0 {
+        return Ok(());
+    }
+    let wg = gpu.tuning().wg;
+    let key = KernelKey {
+        shader,
+        entry: "obs_update",
+        subs: vec![("WG", wg)],
+    };
+    gpu.launch_bound(
+        OP,
+        &key,
+        &[
+            (0, w.single(OP, "w")?),
+            (1, u.single(OP, "u")?),
+            (7, err.single(OP, "err")?),
+        ],
+        10,
+        meta,
+        groups(rows * tail, wg),
+    )
 }

@@ -18,6 +18,7 @@ pub mod reduce;
 pub mod rmsnorm;
 pub mod rmsnorm_backward;
 pub mod rope;
+pub mod sparsegpt;
 pub mod swiglu;
 pub mod swiglu_backward;
 pub mod xtx;
