@@ -85,16 +85,9 @@ fn gptq_block(
         let x = w1[b1 + i];
         let k = grid_index(x, scale, zero, maxq);
         let q = scale * (k - zero);
-        let d = u[c * cols + c];
         qv[base + c] = q;
         qi[base + c] = k;
-        let diff = x - q;
-        row_loss = row_loss + div_rn(diff * diff, d * d) * 0.5;
-        let e = div_rn(diff, d);
-        for (var j = i + 1u; j < params.count; j++) {
-            w1[b1 + j] = w1[b1 + j] - e * u[c * cols + params.i1 + j];
-        }
-        err[b1 + i] = e;
+        row_loss = row_loss + obs_step(b1, i, x, q);
     }
     loss[r] = row_loss;
 }

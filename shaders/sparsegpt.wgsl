@@ -95,14 +95,7 @@ fn sparsegpt_block(
         if (mask[base + c] != 0.0) {
             q = 0.0;
         }
-        let d = u[c * cols + c];
-        let diff = x - q;
-        row_loss = row_loss + div_rn(diff * diff, d * d) * 0.5;
-        let e = div_rn(diff, d);
-        for (var j = i + 1u; j < params.count; j++) {
-            w1[b1 + j] = w1[b1 + j] - e * u[c * cols + params.i1 + j];
-        }
-        err[b1 + i] = e;
+        row_loss = row_loss + obs_step(b1, i, x, q);
         w1[b1 + i] = q;
     }
     for (var i = 0u; i < params.count; i++) {

@@ -75,19 +75,9 @@ pub fn gptq_sweep(
         Grid::GptqSym => 1,
         Grid::Awq => return Err(GpuError::shape(OP, "GPTQ sweeps use a GPTQ grid")),
     };
-    if rows == 0 || cols == 0 || block_size == 0 {
-        return Err(GpuError::shape(
-            OP,
-            format!("empty sweep: {rows}x{cols}, block {block_size}"),
-        ));
-    }
     let (gw, ng) = (spec.group_width(cols).max(1), spec.n_groups(cols));
-    expect_len(OP, "w", w.len(), rows * cols)?;
-    expect_len(OP, "u", u.len(), cols * cols)?;
     expect_len(OP, "scales", scales.len(), rows * ng)?;
     expect_len(OP, "zeros", zeros.len(), rows * ng)?;
-    u32_of(OP, "u", cols * cols)?;
-    u32_of(OP, "w", rows * cols)?;
     let (mode_id, col_group): (u32, &[u32]) = match mode {
         GroupMode::PerRow => (0, &[]),
         GroupMode::Dynamic => (1, &[]),
@@ -102,16 +92,12 @@ pub fn gptq_sweep(
             (2, g)
         }
     };
-    let bs = block_size.min(cols);
-    let gw_t = GpuTensor::upload(gpu, &[rows, cols], w)?;
-    let gu = GpuTensor::upload(gpu, &[cols, cols], u)?;
+    let b = ObsBuffers::new(gpu, OP, w, u, rows, cols, block_size)?;
+    let bs = b.bs;
     let qv = GpuTensor::zeros(gpu, &[rows, cols])?;
     let qi = GpuTensor::zeros(gpu, &[rows, cols])?;
     let gs = GpuTensor::upload(gpu, &[rows, ng], scales)?;
     let gz = GpuTensor::upload(gpu, &[rows, ng], zeros)?;
-    let w1 = GpuTensor::zeros(gpu, &[rows, bs])?;
-    let err = GpuTensor::zeros(gpu, &[rows, bs])?;
-    let loss = GpuTensor::zeros(gpu, &[rows])?;
     let cg = upload_u32(gpu, OP, col_group)?;
     let wg = gpu.tuning().wg;
     let key = |entry| KernelKey {
@@ -141,29 +127,22 @@ pub fn gptq_sweep(
             OP,
             &block_key,
             &[
-                (0, gw_t.single(OP, "w")?),
-                (1, gu.single(OP, "u")?),
+                (0, b.w.single(OP, "w")?),
+                (1, b.u.single(OP, "u")?),
                 (2, qv.single(OP, "values")?),
                 (3, qi.single(OP, "indices")?),
                 (4, gs.single(OP, "scales")?),
                 (5, gz.single(OP, "zeros")?),
-                (6, w1.single(OP, "w1")?),
-                (7, err.single(OP, "err")?),
-                (8, loss.single(OP, "loss")?),
+                (6, b.w1.single(OP, "w1")?),
+                (7, b.err.single(OP, "err")?),
+                (8, b.loss.single(OP, "loss")?),
                 (9, &cg),
             ],
             10,
             meta,
             groups(rows, wg),
         )?;
-        obs_update(
-            gpu,
-            Shader::Gptq,
-            [&gw_t, &gu, &err],
-            meta,
-            rows,
-            cols - i1 - count,
-        )?;
+        b.update(gpu, Shader::Gptq, meta, cols - i1 - count)?;
         i1 += count;
     }
     Ok(SweepOutput {
@@ -171,40 +150,86 @@ pub fn gptq_sweep(
         indices: qi.download(gpu)?,
         scales: gs.download(gpu)?,
         zeros: gz.download(gpu)?,
-        row_loss: loss.download(gpu)?,
+        row_loss: b.loss.download(gpu)?,
     })
 }
 
-/// The lazy batch update after a swept block (`shaders/obs_update.wgsl`, appended to `shader`):
-/// `W[:, i2:] -= Err · U[i1:i2, i2:]` over the `tail` columns after the block, with `meta` the
-/// including shader's params. Operands: `[w, u, err]` at bindings 0, 1 and 7.
-pub(super) fn obs_update(
-    gpu: &Gpu,
-    shader: Shader,
-    [w, u, err]: [&GpuTensor; 3],
-    meta: &[u8],
-    rows: usize,
-    tail: usize,
-) -> GpuResult<()> {
-    if tail == 0 {
-        return Ok(());
+/// What both column sweeps (GPTQ, SparseGPT) keep on the device: W (updated in place), U,
+/// the block copy, the block's errors and the per-row losses, at the bindings
+/// `obs_update.wgsl` expects (0, 1, 6, 7, 8).
+pub(super) struct ObsBuffers {
+    pub w: GpuTensor,
+    pub u: GpuTensor,
+    pub w1: GpuTensor,
+    pub err: GpuTensor,
+    pub loss: GpuTensor,
+    pub rows: usize,
+    /// Block size, at most `cols`.
+    pub bs: usize,
+}
+
+impl ObsBuffers {
+    pub(super) fn new(
+        gpu: &Gpu,
+        op: &'static str,
+        w: &[f32],
+        u: &[f32],
+        rows: usize,
+        cols: usize,
+        block_size: usize,
+    ) -> GpuResult<ObsBuffers> {
+        if rows == 0 || cols == 0 || block_size == 0 {
+            return Err(GpuError::shape(
+                op,
+                format!("empty sweep: {rows}x{cols}, block {block_size}"),
+            ));
+        }
+        expect_len(op, "w", w.len(), rows * cols)?;
+        expect_len(op, "u", u.len(), cols * cols)?;
+        u32_of(op, "u", cols * cols)?;
+        u32_of(op, "w", rows * cols)?;
+        let bs = block_size.min(cols);
+        Ok(ObsBuffers {
+            w: GpuTensor::upload(gpu, &[rows, cols], w)?,
+            u: GpuTensor::upload(gpu, &[cols, cols], u)?,
+            w1: GpuTensor::zeros(gpu, &[rows, bs])?,
+            err: GpuTensor::zeros(gpu, &[rows, bs])?,
+            loss: GpuTensor::zeros(gpu, &[rows])?,
+            rows,
+            bs,
+        })
     }
-    let wg = gpu.tuning().wg;
-    let key = KernelKey {
-        shader,
-        entry: "obs_update",
-        subs: vec![("WG", wg)],
-    };
-    gpu.launch_bound(
-        OP,
-        &key,
-        &[
-            (0, w.single(OP, "w")?),
-            (1, u.single(OP, "u")?),
-            (7, err.single(OP, "err")?),
-        ],
-        10,
-        meta,
-        groups(rows * tail, wg),
-    )
+
+    /// The lazy batch update after a swept block (`obs_update`, appended to `shader`):
+    /// `W[:, i2:] -= Err · U[i1:i2, i2:]` over the `tail` columns after the block, `meta` the
+    /// including shader's params.
+    pub(super) fn update(
+        &self,
+        gpu: &Gpu,
+        shader: Shader,
+        meta: &[u8],
+        tail: usize,
+    ) -> GpuResult<()> {
+        if tail == 0 {
+            return Ok(());
+        }
+        let wg = gpu.tuning().wg;
+        let key = KernelKey {
+            shader,
+            entry: "obs_update",
+            subs: vec![("WG", wg)],
+        };
+        gpu.launch_bound(
+            "obs_update",
+            &key,
+            &[
+                (0, self.w.single("obs_update", "w")?),
+                (1, self.u.single("obs_update", "u")?),
+                (7, self.err.single("obs_update", "err")?),
+            ],
+            10,
+            meta,
+            groups(self.rows * tail, wg),
+        )
+    }
 }

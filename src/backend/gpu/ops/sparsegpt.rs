@@ -8,8 +8,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::gptq::obs_update;
-use super::{expect_len, u32_of};
+use super::gptq::ObsBuffers;
 use crate::backend::gpu::pipeline::{groups, KernelKey, Shader};
 use crate::backend::gpu::{Gpu, GpuError, GpuResult, GpuTensor};
 use crate::interventions::compress::mask::{inclusive_threshold, SparsityPattern};
@@ -51,17 +50,8 @@ pub fn sparsegpt_sweep(
     pattern: SparsityPattern,
     block_size: usize,
 ) -> GpuResult<PrunedSweep> {
-    if rows == 0 || cols == 0 || block_size == 0 {
-        return Err(GpuError::shape(
-            OP,
-            format!("empty sweep: {rows}x{cols}, block {block_size}"),
-        ));
-    }
-    expect_len(OP, "w", w.len(), rows * cols)?;
-    expect_len(OP, "u", u.len(), cols * cols)?;
-    u32_of(OP, "u", cols * cols)?;
-    u32_of(OP, "w", rows * cols)?;
-    let bs = block_size.min(cols);
+    let b = ObsBuffers::new(gpu, OP, w, u, rows, cols, block_size)?;
+    let bs = b.bs;
     let (n, m, nm) = match pattern {
         SparsityPattern::NM { n, m } => {
             if m == 0 || n >= m || !bs.is_multiple_of(m) || !cols.is_multiple_of(m) {
@@ -74,13 +64,8 @@ pub fn sparsegpt_sweep(
         }
         SparsityPattern::Unstructured(_) => (0, 1, 0),
     };
-    let gw = GpuTensor::upload(gpu, &[rows, cols], w)?;
-    let gu = GpuTensor::upload(gpu, &[cols, cols], u)?;
     let mask = GpuTensor::zeros(gpu, &[rows, cols])?;
     let scores = GpuTensor::zeros(gpu, &[rows, bs])?;
-    let w1 = GpuTensor::zeros(gpu, &[rows, bs])?;
-    let err = GpuTensor::zeros(gpu, &[rows, bs])?;
-    let loss = GpuTensor::zeros(gpu, &[rows])?;
     let wg = gpu.tuning().wg;
     let key = |entry| KernelKey {
         shader: Shader::Sparsegpt,
@@ -108,8 +93,8 @@ pub fn sparsegpt_sweep(
                 OP,
                 &score_key,
                 &[
-                    (0, gw.single(OP, "w")?),
-                    (1, gu.single(OP, "u")?),
+                    (0, b.w.single(OP, "w")?),
+                    (1, b.u.single(OP, "u")?),
                     (3, scores.single(OP, "scores")?),
                 ],
                 10,
@@ -128,31 +113,24 @@ pub fn sparsegpt_sweep(
             OP,
             &block_key,
             &[
-                (0, gw.single(OP, "w")?),
-                (1, gu.single(OP, "u")?),
+                (0, b.w.single(OP, "w")?),
+                (1, b.u.single(OP, "u")?),
                 (2, mask.single(OP, "mask")?),
                 (3, scores.single(OP, "scores")?),
-                (6, w1.single(OP, "w1")?),
-                (7, err.single(OP, "err")?),
-                (8, loss.single(OP, "loss")?),
+                (6, b.w1.single(OP, "w1")?),
+                (7, b.err.single(OP, "err")?),
+                (8, b.loss.single(OP, "loss")?),
             ],
             10,
             meta,
             groups(rows, wg),
         )?;
-        obs_update(
-            gpu,
-            Shader::Sparsegpt,
-            [&gw, &gu, &err],
-            meta,
-            rows,
-            cols - i1 - count,
-        )?;
+        b.update(gpu, Shader::Sparsegpt, meta, cols - i1 - count)?;
         i1 += count;
     }
     Ok(PrunedSweep {
-        weight: gw.download(gpu)?,
+        weight: b.w.download(gpu)?,
         mask: mask.download(gpu)?.iter().map(|&v| v != 0.0).collect(),
-        row_loss: loss.download(gpu)?,
+        row_loss: b.loss.download(gpu)?,
     })
 }
