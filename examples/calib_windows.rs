@@ -26,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         seed: seed.parse()?,
         // Only the activation pass uses this; the windows do not depend on it.
         chunk_sequences: 1,
+        packed: std::env::var_os("CALIB_PACKED").is_some(),
     };
     let tok = Tokenizer::from_file(Path::new(dir).join(TOKENIZER_FILE))?;
     let batch = CalibBatch::prepare(&params, &tok)?;

@@ -549,3 +549,61 @@ fn compression_on_the_gpu_matches_the_cpu() {
         }
     }
 }
+
+/// `--calib-packed` draws windows from the documents joined into one stream, so documents
+/// shorter than a window still calibrate; without it such a corpus is refused (exit 2). The
+/// step records the packing and the windows are contiguous slices of the joined stream.
+#[test]
+fn packed_calibration_windows_span_documents() {
+    let s = setup();
+    let short = s.root.join("short.jsonl");
+    let docs: Vec<String> = (0..20)
+        .map(|i| format!("{{\"text\": \"document {i} holds a few short words, no more\"}}"))
+        .collect();
+    std::fs::write(&short, docs.join("\n")).unwrap();
+    let run = |tag: &str, extra: &[&str]| {
+        let out = s.root.join(tag);
+        let mut a = vec![
+            "gptq",
+            path_str(&s.base),
+            "-o",
+            path_str(&out),
+            "--calib",
+            path_str(&short),
+            "--calib-samples",
+            "4",
+            "--seqlen",
+            "64",
+            "--bits",
+            "4",
+        ];
+        a.extend_from_slice(extra);
+        (intervene(&a), out)
+    };
+    let (r, out) = run("unpacked", &[]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("shorter than one window"), "{r}");
+    assert!(!out.exists());
+    let (r, out) = run("packed", &["--calib-packed"]);
+    assert_eq!(r.code, 0, "{r}");
+    let p: Value =
+        serde_json::from_slice(&std::fs::read(out.join("provenance.json")).unwrap()).unwrap();
+    let step = p["chain"].as_array().unwrap().last().unwrap();
+    assert_eq!(step["params"]["calib"]["packed"], true, "{step}");
+    let cal = &step["report"]["calibration"];
+    assert_eq!(cal["packed"], true, "{cal}");
+    assert_eq!(cal["documents"], 20, "{cal}");
+    for pos in cal["positions"].as_array().unwrap() {
+        assert_eq!(pos[0], 0, "packed windows index the joined stream: {pos}");
+    }
+    // Methods without calibration refuse the flag.
+    let r = intervene(&[
+        "rtn",
+        path_str(&s.base),
+        "-o",
+        path_str(&s.root.join("rtn-packed")),
+        "--calib-packed",
+    ]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(r.stderr.contains("--calib-packed"), "{r}");
+}

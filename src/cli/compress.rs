@@ -72,6 +72,11 @@ pub struct CompressArgs {
     /// Tokens per calibration window.
     #[arg(long, default_value_t = 2048)]
     pub seqlen: usize,
+    /// Draw the windows anywhere in the calibration documents joined into one token stream
+    /// (GPTQ's WikiText-2 loader, llm-awq's) instead of inside one document longer than the
+    /// window (GPTQ's C4 loader, the default).
+    #[arg(long)]
+    pub calib_packed: bool,
     /// Calibration windows run through a layer at once (default: 8192 tokens' worth).
     #[arg(long, value_name = "N")]
     pub calib_batch: Option<usize>,
@@ -195,12 +200,18 @@ fn plan(
             seqlen: a.seqlen,
             seed,
             chunk_sequences: a.calib_batch.unwrap_or((8192 / a.seqlen.max(1)).max(1)),
+            packed: a.calib_packed,
         })
     } else {
         refuse(
             method,
             "--calib (it uses no calibration data)",
             a.calib.is_some(),
+        )?;
+        refuse(
+            method,
+            "--calib-packed (it uses no calibration data)",
+            a.calib_packed,
         )?;
         None
     };

@@ -1,6 +1,7 @@
 //! The calibration batch of a compression run: the corpus tokenised with the checkpoint's
-//! tokenizer, `samples` windows of `seqlen` tokens drawn with the seed (`data::calib`), and
-//! what provenance records about them (file hash, window positions, a hash of the token ids).
+//! tokenizer, `samples` windows of `seqlen` tokens drawn with the seed (`data::calib`) from
+//! single documents or, with `packed`, from all documents joined into one stream, and what
+//! provenance records about them (file hash, window positions, a hash of the token ids).
 
 use serde_json::{json, Value};
 
@@ -20,6 +21,8 @@ pub struct CalibBatch {
     /// blake3 over the little-endian token ids of every window, in order.
     pub tokens_hash: String,
     pub documents: usize,
+    /// Positions index the joined stream (document 0) rather than the documents.
+    pub packed: bool,
 }
 
 impl CalibBatch {
@@ -27,11 +30,16 @@ impl CalibBatch {
     /// and samples the windows.
     pub fn prepare(params: &CalibParams, tokenizer: &Tokenizer) -> Result<Self> {
         let corpus = read_text_corpus(&params.file)?;
-        let docs: Vec<Vec<u32>> = corpus
+        let mut docs: Vec<Vec<u32>> = corpus
             .documents
             .iter()
             .map(|d| tokenizer.encode(d, true))
             .collect::<Result<_>>()?;
+        let documents = docs.len();
+        if params.packed {
+            // One stream in file order, each document as the tokenizer encodes it on its own.
+            docs = vec![docs.concat()];
+        }
         let positions = sample_window_positions(
             &params.file,
             &docs,
@@ -54,7 +62,8 @@ impl CalibBatch {
             positions,
             file_hash: hash_file(&params.file)?,
             tokens_hash: format!("blake3:{}", h.finalize().to_hex()),
-            documents: docs.len(),
+            documents,
+            packed: params.packed,
         })
     }
 
@@ -64,6 +73,7 @@ impl CalibBatch {
             "file_blake3": self.file_hash,
             "documents": self.documents,
             "windows": self.windows.len(),
+            "packed": self.packed,
             "tokens_blake3": self.tokens_hash,
             "positions": self.positions.iter().map(|w| [w.doc, w.start]).collect::<Vec<_>>(),
         })

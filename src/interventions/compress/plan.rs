@@ -93,6 +93,12 @@ pub struct CalibParams {
     /// Sequences run through a layer at once (bounds the activation scratch; no effect on
     /// the result beyond floating-point summation order, which is fixed for a given value).
     pub chunk_sequences: usize,
+    /// Windows drawn anywhere in the documents joined into one token stream (GPTQ's
+    /// WikiText-2 loader, llm-awq's `get_calib_dataset`) instead of inside one document longer
+    /// than the window (GPTQ's C4 loader, the default). Recorded only when set, so earlier
+    /// steps keep their form and ids.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub packed: bool,
 }
 
 /// AWQ's search budget. The reference searches on ~128 short pile-val lines cut into
