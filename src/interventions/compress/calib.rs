@@ -69,13 +69,17 @@ impl CalibBatch {
 
     /// The provenance report entry.
     pub fn report(&self) -> Value {
-        json!({
+        let mut r = json!({
             "file_blake3": self.file_hash,
             "documents": self.documents,
             "windows": self.windows.len(),
-            "packed": self.packed,
             "tokens_blake3": self.tokens_hash,
             "positions": self.positions.iter().map(|w| [w.doc, w.start]).collect::<Vec<_>>(),
-        })
+        });
+        // Only when set, so the records (and ids) of unpacked runs keep their earlier form.
+        if self.packed {
+            r["packed"] = json!(true);
+        }
+        r
     }
 }
