@@ -21,11 +21,13 @@ use std::collections::BTreeMap;
 
 use super::gptq::fasterquant_gpu;
 use super::hessian::Hessian;
-use super::mask::{inclusive_threshold, SparsityPattern};
+use super::magnitude::magnitude_scores;
+use super::mask::{inclusive_threshold, pruned_per_row, SparsityPattern};
 use super::pipeline::Activations;
 use super::plan::{CompressPlan, Method};
 use super::solve::{gptq_config, gptq_solved, sparsegpt_config, InputStats, Solved};
 use super::sparsegpt::fasterprune_gpu;
+use super::wanda::wanda_norms;
 use super::{check_finite, check_matrix};
 use crate::backend::gpu::ops::mask::{apply_mask, MaskRule, Scores};
 use crate::backend::gpu::ops::quant::quantize;
@@ -150,8 +152,8 @@ pub fn solve_on_gpu(
     w: &Tensor,
     stats: &InputStats,
 ) -> Result<Option<Solved>> {
-    let weight = match plan.method {
-        Method::Rtn => {
+    let weight = match (plan.method, stats) {
+        (Method::Rtn, _) => {
             let Some(q) = plan.quant.as_ref() else {
                 return Ok(None);
             };
@@ -161,14 +163,13 @@ pub fn solve_on_gpu(
             let gw = GpuTensor::from_tensor(gpu, w)?;
             quantize(gpu, &gw, spec)?.weight.to_tensor(gpu)?
         }
-        Method::Magnitude => {
+        (Method::Magnitude, _) => {
             let (_, cols) = check_matrix(name, w)?;
             let pattern = plan.pattern()?;
             pattern.validate(cols)?;
             let rule = match pattern {
                 SparsityPattern::Unstructured(s) => {
-                    let scores: Vec<f32> = w.data().iter().map(|x| x.abs()).collect();
-                    MaskRule::Threshold(inclusive_threshold(&scores, s))
+                    MaskRule::Threshold(inclusive_threshold(&magnitude_scores(w), s))
                 }
                 SparsityPattern::NM { n, m } => MaskRule::NM { n, m },
             };
@@ -177,19 +178,11 @@ pub fn solve_on_gpu(
                 .weight
                 .to_tensor(gpu)?
         }
-        Method::Wanda => {
-            let InputStats::Norms(n) = stats else {
-                return Ok(None);
-            };
-            let (_, cols) = check_matrix(name, w)?;
+        (Method::Wanda, InputStats::Norms(n)) => {
             let pattern = plan.pattern()?;
-            pattern.validate(cols)?;
-            let norms: Vec<f32> = n.scaler_row().iter().map(|v| v.sqrt()).collect();
-            check_finite(&format!("{name} (input norms)"), &norms)?;
+            let (cols, norms) = wanda_norms(name, w, &n.scaler_row(), pattern)?;
             let rule = match pattern {
-                SparsityPattern::Unstructured(s) => {
-                    MaskRule::RowSmallest((cols as f64 * s) as usize)
-                }
+                SparsityPattern::Unstructured(s) => MaskRule::RowSmallest(pruned_per_row(cols, s)),
                 SparsityPattern::NM { n, m } => MaskRule::NM { n, m },
             };
             let gw = GpuTensor::from_tensor(gpu, w)?;
@@ -198,34 +191,19 @@ pub fn solve_on_gpu(
                 .weight
                 .to_tensor(gpu)?
         }
-        Method::Gptq => {
-            let InputStats::Hessian(h) = stats else {
-                return Ok(None);
-            };
+        (Method::Gptq, InputStats::Hessian(h)) => {
             let cfg = gptq_config(plan)?;
             let out = fasterquant_gpu(gpu, name, w, h, &cfg)?;
             return gptq_solved(name, w, h, &cfg, out).map(Some);
         }
-        Method::Sparsegpt => {
-            let InputStats::Hessian(h) = stats else {
-                return Ok(None);
-            };
+        (Method::Sparsegpt, InputStats::Hessian(h)) => {
             let out = fasterprune_gpu(gpu, name, w, h, &sparsegpt_config(plan)?)?;
-            return Ok(Some(Solved {
-                weight: out.weight,
-                damp: out.damp,
-                g_idx: None,
-                errors: None,
-            }));
+            return Ok(Some(Solved::pruned(out)));
         }
-        Method::Awq => return Ok(None),
+        // AWQ's searches run on the host; missing statistics get the host's error.
+        _ => return Ok(None),
     };
-    Ok(Some(Solved {
-        weight,
-        damp: None,
-        g_idx: None,
-        errors: None,
-    }))
+    Ok(Some(Solved::weight_only(weight)))
 }
 
 #[cfg(test)]

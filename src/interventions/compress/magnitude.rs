@@ -16,7 +16,7 @@ use crate::error::Result;
 pub fn prune_magnitude(name: &str, w: &Tensor, pattern: SparsityPattern) -> Result<PruneOutput> {
     let (_, cols) = check_matrix(name, w)?;
     pattern.validate(cols)?;
-    let scores: Vec<f32> = w.data().iter().map(|x| x.abs()).collect();
+    let scores = magnitude_scores(w);
     let mut mask = vec![false; scores.len()];
     match pattern {
         SparsityPattern::Unstructured(s) => {
@@ -37,6 +37,11 @@ pub fn prune_magnitude(name: &str, w: &Tensor, pattern: SparsityPattern) -> Resu
         loss: None,
         damp: None,
     })
+}
+
+/// The score of every weight, `|w|` (row-major, as `w`).
+pub fn magnitude_scores(w: &Tensor) -> Vec<f32> {
+    w.data().iter().map(|x| x.abs()).collect()
 }
 
 #[cfg(test)]

@@ -81,6 +81,12 @@ pub fn nm_mask_row(scores: &[f32], n: usize, m: usize, mask: &mut [bool]) {
     }
 }
 
+/// How many of a row's `cols` weights unstructured per-row pruning at `sparsity` removes
+/// (Wanda's `int(W.shape[1] * sparsity_ratio)`).
+pub fn pruned_per_row(cols: usize, sparsity: f64) -> usize {
+    (cols as f64 * sparsity) as usize
+}
+
 /// Marks the `k` smallest entries of one row (stable sort, as Wanda's `torch.sort(stable=True)`).
 pub fn smallest_k_row(scores: &[f32], k: usize, mask: &mut [bool]) {
     let mut idx: Vec<usize> = (0..scores.len()).collect();

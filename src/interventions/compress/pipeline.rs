@@ -298,29 +298,24 @@ impl<'a> LayerWalk<'a> {
                 );
             }
         }
-        if let Some(acts) = self.acts.as_mut() {
-            // Later layers are calibrated on the compressed model's activations.
-            #[cfg(feature = "gpu")]
-            if let (Device::Gpu(gpu), Some(d)) = (self.device, &self.dev_acts) {
-                d.forward_all(gpu, &self.ctx, &layer.upload(gpu)?)?;
-                return self.finish_selected(selected, &layer, &targets, &records);
-            }
-            forward_all(&self.ctx, &layer, acts)?;
-        }
-        self.finish_selected(selected, &layer, &targets, &records)
-    }
-
-    fn finish_selected(
-        &mut self,
-        selected: bool,
-        layer: &DecoderLayer,
-        targets: &[Proj],
-        records: &BTreeMap<Proj, SolveRecord>,
-    ) -> Result<()> {
+        // Later layers are calibrated on the compressed model's activations.
+        self.hand_over(&layer)?;
         if selected {
-            self.finish_layer(layer, targets, &BTreeMap::new(), records)?;
+            self.finish_layer(&layer, &targets, &BTreeMap::new(), &records)?;
         }
         Ok(())
+    }
+
+    /// Runs the activations through `layer` (as it now is), on the walk's device.
+    fn hand_over(&mut self, layer: &DecoderLayer) -> Result<()> {
+        #[cfg(feature = "gpu")]
+        if let (Device::Gpu(gpu), Some(d)) = (self.device, &self.dev_acts) {
+            return d.forward_all(gpu, &self.ctx, &layer.upload(gpu)?);
+        }
+        match self.acts.as_mut() {
+            Some(acts) => forward_all(&self.ctx, layer, acts),
+            None => Ok(()),
+        }
     }
 
     /// Input statistics of the current layer's taps, on the walk's device.

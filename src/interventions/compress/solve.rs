@@ -4,6 +4,7 @@
 use super::gptq::{fasterquant, output_error, GptqConfig, GptqOutput};
 use super::hessian::{DampReport, Hessian};
 use super::magnitude::prune_magnitude;
+use super::mask::PruneOutput;
 use super::plan::{CompressPlan, Method};
 use super::rtn::rtn;
 use super::sparsegpt::{fasterprune, SparseGptConfig};
@@ -49,6 +50,26 @@ pub struct Solved {
     pub errors: Option<ObjectiveErrors>,
 }
 
+impl Solved {
+    /// A solver's weight with nothing else to record (RTN, magnitude, Wanda).
+    pub fn weight_only(weight: Tensor) -> Self {
+        Solved {
+            weight,
+            damp: None,
+            g_idx: None,
+            errors: None,
+        }
+    }
+
+    /// A pruned weight and the damping its factorisation needed (SparseGPT).
+    pub fn pruned(out: PruneOutput) -> Self {
+        Solved {
+            damp: out.damp,
+            ..Solved::weight_only(out.weight)
+        }
+    }
+}
+
 /// See [`Solved::errors`].
 #[derive(Clone, Copy, Debug, serde::Serialize)]
 pub struct ObjectiveErrors {
@@ -67,12 +88,7 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
     match plan.method {
         Method::Rtn => {
             let q = plan.quant.as_ref().ok_or_else(missing)?;
-            Ok(Solved {
-                weight: rtn(name, w, q.spec())?.weight,
-                damp: None,
-                g_idx: None,
-                errors: None,
-            })
+            Ok(Solved::weight_only(rtn(name, w, q.spec())?.weight))
         }
         Method::Gptq => {
             let InputStats::Hessian(h) = stats else {
@@ -82,34 +98,27 @@ pub fn solve(plan: &CompressPlan, name: &str, w: &Tensor, stats: &InputStats) ->
             let out = fasterquant(name, w, h, &cfg)?;
             gptq_solved(name, w, h, &cfg, out)
         }
-        Method::Magnitude => Ok(Solved {
-            weight: prune_magnitude(name, w, plan.pattern()?)?.weight,
-            damp: None,
-            g_idx: None,
-            errors: None,
-        }),
+        Method::Magnitude => Ok(Solved::weight_only(
+            prune_magnitude(name, w, plan.pattern()?)?.weight,
+        )),
         Method::Wanda => {
             let InputStats::Norms(n) = stats else {
                 return Err(missing());
             };
-            Ok(Solved {
-                weight: prune_wanda(name, w, &n.scaler_row(), plan.pattern()?)?.weight,
-                damp: None,
-                g_idx: None,
-                errors: None,
-            })
+            Ok(Solved::weight_only(
+                prune_wanda(name, w, &n.scaler_row(), plan.pattern()?)?.weight,
+            ))
         }
         Method::Sparsegpt => {
             let InputStats::Hessian(h) = stats else {
                 return Err(missing());
             };
-            let out = fasterprune(name, w, h, &sparsegpt_config(plan)?)?;
-            Ok(Solved {
-                weight: out.weight,
-                damp: out.damp,
-                g_idx: None,
-                errors: None,
-            })
+            Ok(Solved::pruned(fasterprune(
+                name,
+                w,
+                h,
+                &sparsegpt_config(plan)?,
+            )?))
         }
         Method::Awq => Err(Error::usage(
             "awq",

@@ -11,7 +11,9 @@
 //!
 //! The `--use_variant` cumulative-score search of the paper's appendix is not implemented.
 
-use super::mask::{apply_mask, nm_mask_row, smallest_k_row, PruneOutput, SparsityPattern};
+use super::mask::{
+    apply_mask, nm_mask_row, pruned_per_row, smallest_k_row, PruneOutput, SparsityPattern,
+};
 use super::{check_finite, check_matrix, tensor_err};
 use crate::backend::Tensor;
 use crate::error::Result;
@@ -99,15 +101,15 @@ impl InputNorms {
     }
 }
 
-/// Prunes `w` (tensor `name`, `[out, in]`) by Wanda's score with the input statistics
-/// `scaler_row` (`[in]`, from [`InputNorms::scaler_row`]).
-pub fn prune_wanda(
+/// Checks `w`, `pattern` and `scaler_row` for a Wanda prune and returns the input width and
+/// the per-input norms `sqrt(scaler_row)` that scale `|w|` (shared by the CPU and GPU paths).
+pub(crate) fn wanda_norms(
     name: &str,
     w: &Tensor,
     scaler_row: &[f32],
     pattern: SparsityPattern,
-) -> Result<PruneOutput> {
-    let (rows, cols) = check_matrix(name, w)?;
+) -> Result<(usize, Vec<f32>)> {
+    let (_, cols) = check_matrix(name, w)?;
     pattern.validate(cols)?;
     let sname = format!("{name} (input norms)");
     if scaler_row.len() != cols {
@@ -123,8 +125,19 @@ pub fn prune_wanda(
             format!("negative mean square at input {j}"),
         ));
     }
-    let norms: Vec<f32> = scaler_row.iter().map(|v| v.sqrt()).collect();
-    let mut mask = vec![false; rows * cols];
+    Ok((cols, scaler_row.iter().map(|v| v.sqrt()).collect()))
+}
+
+/// Prunes `w` (tensor `name`, `[out, in]`) by Wanda's score with the input statistics
+/// `scaler_row` (`[in]`, from [`InputNorms::scaler_row`]).
+pub fn prune_wanda(
+    name: &str,
+    w: &Tensor,
+    scaler_row: &[f32],
+    pattern: SparsityPattern,
+) -> Result<PruneOutput> {
+    let (cols, norms) = wanda_norms(name, w, scaler_row, pattern)?;
+    let mut mask = vec![false; w.rows() * cols];
     mask.par_chunks_mut(cols).enumerate().for_each(|(r, mrow)| {
         let scores: Vec<f32> = w
             .row(r)
@@ -134,7 +147,7 @@ pub fn prune_wanda(
             .collect();
         match pattern {
             SparsityPattern::Unstructured(s) => {
-                smallest_k_row(&scores, (cols as f64 * s) as usize, mrow)
+                smallest_k_row(&scores, pruned_per_row(cols, s), mrow)
             }
             SparsityPattern::NM { n, m } => nm_mask_row(&scores, n, m, mrow),
         }
